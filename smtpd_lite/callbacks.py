@@ -1,0 +1,64 @@
+"""Calling user code: which keyword extras a callback takes, and what its result means.
+
+The message handler is called as ``handler(peer, mailfrom, rcpttos, data,
+**extras)`` where ``extras`` holds only the names its signature accepts, so
+a plain four-argument function keeps working as the server learns more.
+"""
+
+import inspect
+import logging
+
+from . import replies
+
+logger = logging.getLogger("smtpd_lite")
+
+EXTRAS = ("queue_id", "helo", "auth_user", "tls", "mail_options", "rcpt_options",
+          "smtputf8", "mail_params", "rcpt_params")
+
+
+def accepted_extras(function, names=EXTRAS):
+    """The subset of ``names`` that ``function`` accepts by keyword."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):     # builtins without a signature
+        return frozenset()
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+        return frozenset(names)
+    accepted = {parameter.name for parameter in parameters
+                if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)}
+    return frozenset(names) & accepted
+
+
+def result_reply(result, accepted_reply, where):
+    """The reply for a message handler's ``result``.
+
+    None accepts with ``accepted_reply``; a reply string is validated (2xx,
+    4xx or 5xx); :class:`~smtpd_lite.SMTPError` is that reply.  Anything else
+    is a programming error: logged, and answered 451 so the client retries.
+    """
+    if result is None:
+        return accepted_reply
+    if isinstance(result, replies.SMTPError):
+        return result.reply
+    reply = replies.validate_reply(result)
+    if reply is None:
+        logger.error("%s returned %r, which is not None, an SMTPError or a reply line "
+                     "such as '250 Ok'; answering 451", where, result)
+        return replies.LOCAL_ERROR
+    return reply
+
+
+def call_check(function, arguments, rejected_reply, where):
+    """Run a mail/rcpt check callback; return None to accept or the reply to send.
+
+    Falsy results give ``rejected_reply``; exceptions other than SMTPError are
+    logged with their traceback and answered 451 4.3.0, never with their text.
+    """
+    try:
+        verdict = function(*arguments)
+    except replies.SMTPError as error:
+        return error.reply
+    except Exception:
+        logger.exception("%s raised; answering 451", where)
+        return replies.LOCAL_ERROR
+    return None if verdict else rejected_reply

@@ -1,0 +1,161 @@
+"""One client socket: bounded, deadline-aware reads and batched writes.
+
+Reads never grow past a caller-given limit, and each read operation runs
+against a *deadline* rather than a per-``recv`` timeout, so a client that
+trickles one byte at a time cannot hold a session open.  Replies are queued
+and sent in one ``send`` when the session is about to wait for input, which
+answers pipelined commands (RFC 2920) in one packet and keeps multi-line
+replies in one segment.
+"""
+
+import select
+import socket
+import time
+
+RECV_SIZE = 65536
+
+
+class SessionTimeout(Exception):
+    """The deadline passed before the client sent what was expected."""
+
+
+class ClientGone(Exception):
+    """The client closed or reset the connection."""
+
+
+class LineTooLong(Exception):
+    """A line exceeded its limit; it has been consumed through its LF."""
+
+
+class Connection:
+    """Buffered reads and writes on ``sock`` with a ``timeout`` in seconds (0: none)."""
+
+    def __init__(self, sock, timeout):
+        self.sock = sock
+        self.timeout = timeout
+        self.buffer = bytearray()
+        self._output = []
+        self._deadline = None
+
+    # -- deadlines ---------------------------------------------------------
+
+    def start_deadline(self, seconds=None):
+        """Start the clock for the next whole command or data chunk."""
+        seconds = self.timeout if seconds is None else seconds
+        self._deadline = time.monotonic() + seconds if seconds else None
+
+    def _recv(self, size):
+        self.flush()
+        if self._deadline is not None:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                raise SessionTimeout()
+            self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(size)
+        except socket.timeout:
+            raise SessionTimeout() from None
+        except OSError as error:
+            raise ClientGone(error) from None
+        if not data:
+            raise ClientGone("connection closed by client")
+        return data
+
+    # -- reading -------------------------------------------------------------
+
+    def read_line(self, limit):
+        """Return one line including its LF; at most ``limit`` octets are kept.
+
+        A longer line is read to its end and thrown away, then
+        :class:`LineTooLong` is raised, so the next read starts in step with
+        the client.
+        """
+        buffer = self.buffer
+        start = 0
+        while True:
+            end = buffer.find(b"\n", start)
+            if end >= 0:
+                if end >= limit:
+                    del buffer[:end + 1]
+                    raise LineTooLong()
+                line = bytes(buffer[:end + 1])
+                del buffer[:end + 1]
+                return line
+            if len(buffer) > limit:
+                self._discard_line()
+                raise LineTooLong()
+            start = len(buffer)
+            buffer += self._recv(RECV_SIZE)
+
+    def _discard_line(self):
+        self.buffer.clear()
+        while True:
+            data = self._recv(RECV_SIZE)
+            end = data.find(b"\n")
+            if end >= 0:
+                self.buffer += data[end + 1:]
+                return
+
+    def read_some(self):
+        """Return whatever is buffered, or the next bytes from the socket."""
+        if self.buffer:
+            data = bytes(self.buffer)
+            self.buffer.clear()
+            return data
+        return self._recv(RECV_SIZE)
+
+    def read_exact(self, count, sink_write):
+        """Pass exactly ``count`` octets to ``sink_write``, without holding them all."""
+        while count:
+            if self.buffer:
+                data = bytes(self.buffer[:count])
+                del self.buffer[:len(data)]
+            else:
+                data = self._recv(min(count, RECV_SIZE))
+                if len(data) > count:
+                    self.buffer += data[count:]
+                    data = data[:count]
+            count -= len(data)
+            sink_write(data)
+
+    def unread(self, data):
+        """Put back bytes read past the end of a message (pipelined commands)."""
+        if data:
+            self.buffer[:0] = data
+
+    def has_pending_input(self):
+        """True if the client has sent bytes we have not read yet."""
+        if self.buffer:
+            return True
+        pending = getattr(self.sock, "pending", None)    # TLS: decrypted bytes
+        if pending is not None and pending():
+            return True
+        try:
+            if hasattr(select, "poll"):
+                poller = select.poll()
+                poller.register(self.sock, select.POLLIN)
+                return bool(poller.poll(0))
+            return bool(select.select([self.sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
+
+    def discard_input(self):
+        """Drop everything buffered (RFC 3207 §4: nothing before TLS is trusted)."""
+        self.buffer.clear()
+
+    # -- writing -------------------------------------------------------------
+
+    def write(self, data):
+        self._output.append(data)
+
+    def flush(self):
+        if self._output:
+            data = b"".join(self._output)
+            self._output.clear()
+            try:
+                self.sock.settimeout(self.timeout or None)
+                self.sock.sendall(data)
+            except socket.timeout:
+                raise SessionTimeout() from None
+            except OSError as error:
+                raise ClientGone(error) from None

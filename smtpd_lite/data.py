@@ -1,0 +1,121 @@
+"""DATA assembly (RFC 5321 §4.1.1.4, §4.5.2): pure, bounded, CRLF-only.
+
+:class:`DataAssembler` is fed the raw bytes that follow a ``354`` reply, in
+whatever pieces the network delivers, and writes the dot-unstuffed message
+to a file-like ``sink``.  It works on whole buffers with bytes methods (find,
+count, replace) rather than line by line, so large messages cost little
+Python work.
+
+Security rules that live here:
+
+* only ``CRLF . CRLF`` ends the data: a bare CR or LF never terminates
+  anything, which is what stops SMTP smuggling;
+* bare CR or LF is either a reason to reject the message (``"reject"``) or
+  turned into CRLF (``"normalize"``); never half-accepted;
+* an oversize message or over-long line is noted and answered once after
+  end-of-data, and once the message is doomed nothing more is stored, so
+  memory is bounded by ``max_size``.
+"""
+
+TERMINATOR = b"\r\n.\r\n"
+
+# Error codes, answered by the session after end-of-data.
+TOO_BIG = "too_big"
+LINE_TOO_LONG = "line_too_long"
+BARE_EOL = "bare_eol"
+
+
+class DataAssembler:
+    """Incremental end-of-data finder and dot-unstuffer.
+
+    ``feed(chunk)`` returns None while more data is needed, or the bytes that
+    followed the terminator (pipelined commands) once the message is complete.
+    After that, ``error`` is None or one of :data:`TOO_BIG`,
+    :data:`LINE_TOO_LONG`, :data:`BARE_EOL`, and ``size`` is the number of
+    message octets written to ``sink``.
+    """
+
+    def __init__(self, sink, *, max_size=0, max_line_length=0, bare_eol="reject"):
+        self.sink = sink
+        self.max_size = max_size
+        self.max_line_length = max_line_length
+        self.normalize = bare_eol == "normalize"
+        self.error = None
+        self.size = 0
+        self.received = 0
+        # Bytes held back because they may start the terminator or a CRLF.
+        self._tail = b""
+        # What came before ``_tail``: ended with a real CRLF (or is the start
+        # of the data), so a terminator may start at ``_tail[0]``...
+        self._after_crlf = True
+        # ...and, after any normalisation, ended a line (for unstuffing).
+        self._at_line_start = True
+        # Octets of the current (unfinished) line already passed on.
+        self._line_length = 0
+
+    def feed(self, chunk):
+        buffer = self._tail + chunk if self._tail else chunk
+        self.received += len(chunk)
+        if self._after_crlf and buffer[:3] == b".\r\n":
+            self._tail = b""
+            return buffer[3:]
+        end = buffer.find(TERMINATOR)
+        if end >= 0:
+            self._process(buffer[:end + 2])
+            self._tail = b""
+            return buffer[end + len(TERMINATOR):]
+        # Hold back the last four octets (a terminator may start there) and
+        # never split a CR from a following LF.
+        cut = max(len(buffer) - 4, 0)
+        if cut and buffer[cut - 1:cut] == b"\r":
+            cut -= 1
+        self._tail = buffer[cut:]
+        if cut:
+            self._process(buffer[:cut])
+        return None
+
+    def _process(self, piece):
+        """Check and unstuff ``piece``, which never ends between CR and LF."""
+        if self.error is None:
+            self._check_line_lengths(piece)
+            self._check_bare_eol(piece)
+        self._after_crlf = piece.endswith(b"\r\n")
+        if self.error is None and self.normalize:
+            piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+        # RFC 5321 §4.5.2: a line starting with "." loses that first ".".
+        if self._at_line_start and piece[:1] == b".":
+            piece = piece[1:]
+        self._at_line_start = piece.endswith(b"\r\n")
+        piece = piece.replace(b"\r\n.", b"\r\n")
+        if self.error is None:
+            self.size += len(piece)
+            if self.max_size and self.size > self.max_size:
+                self.error = TOO_BIG
+            else:
+                self.sink.write(piece)
+
+    def _check_line_lengths(self, piece):
+        limit = self.max_line_length
+        if not limit:
+            return
+        first = piece.find(b"\n")
+        if first < 0:
+            self._line_length += len(piece)
+        else:
+            # Lines end at LF here; CR counts towards the length like the
+            # CRLF the limit includes.
+            longest = self._line_length + first + 1
+            last = piece.rfind(b"\n")
+            if last - first > limit:
+                longest = max(longest, max(map(len, piece[first + 1:last].split(b"\n"))) + 1)
+            self._line_length = len(piece) - last - 1
+        # An unfinished line of ``limit`` octets is too long once it ends.
+        if self._line_length >= limit or (first >= 0 and longest > limit):
+            self.error = LINE_TOO_LONG
+
+    def _check_bare_eol(self, piece):
+        if self.normalize:
+            return
+        crlf = piece.count(b"\r\n")
+        if piece.count(b"\r") != crlf or piece.count(b"\n") != crlf:
+            self.error = BARE_EOL

@@ -1,0 +1,333 @@
+"""RFC 5321 / RFC 6531 command grammar: verbs, paths and ESMTP parameters.
+
+Pure functions on ``str``: the session decodes each command line as UTF-8
+with ``surrogateescape``, so bytes that are not UTF-8 survive as lone
+surrogates and are refused here.  The names mirror the ABNF of RFC 5321
+§4.1.2 (Path, Mailbox, Local-part, Domain, address-literal) and RFC 3461
+(xtext).
+"""
+
+import ipaddress
+import re
+
+# RFC 5321 §4.5.3.1: size limits, counted in octets.
+MAX_LOCAL_PART = 64
+MAX_DOMAIN = 255
+MAX_PATH = 256          # including the angle brackets
+MAX_ENVID = 100         # RFC 3461 §4.4
+MAX_ORCPT = 500         # RFC 3461 §4.2
+
+_ATEXT = "A-Za-z0-9!#$%&'*+\\-/=?^_`{|}~"
+_UTF8_NON_ASCII = "\u0080-\ud7ff\ue000-\U0010ffff"   # excludes lone surrogates
+_ATOM = re.compile("[%s]+" % _ATEXT)
+_ATOM_UTF8 = re.compile("[%s%s]+" % (_ATEXT, _UTF8_NON_ASCII))
+# qtextSMTP = %d32-33 / %d35-91 / %d93-126; quoted-pairSMTP = "\" %d32-126
+_QUOTED_STRING = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"')
+_QUOTED_STRING_UTF8 = re.compile(
+    '"(?:[\\x20\\x21\\x23-\\x5b\\x5d-\\x7e%s]|\\\\[\\x20-\\x7e])*"' % _UTF8_NON_ASCII)
+_SUB_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\Z")
+_SUB_DOMAIN_UTF8 = re.compile(
+    "[A-Za-z0-9%s](?:[A-Za-z0-9%s-]*[A-Za-z0-9%s])?\\Z" % ((_UTF8_NON_ASCII,) * 3))
+_GENERAL_LITERAL = re.compile(r"([A-Za-z0-9-]*[A-Za-z0-9]):([\x21-\x5a\x5e-\x7e]+)\Z")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_PARAMETER = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)(?:=([^\x00-\x20=\x7f]+))?\Z")
+_XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*\Z")
+_XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
+_ADDR_TYPE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+\Z")
+
+
+class AddressError(ValueError):
+    """A path that cannot be accepted; ``reason`` tells the session which reply.
+
+    ``"syntax"`` (bad syntax or length), ``"non_ascii"`` (needs SMTPUTF8) or
+    ``"bad_utf8"`` (bytes that are not UTF-8).
+    """
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ParameterError(ValueError):
+    """Bad ESMTP parameter syntax or value; ``name`` is the keyword if known."""
+
+    def __init__(self, name=None):
+        super().__init__(name)
+        self.name = name
+
+
+def octets(text):
+    """Length on the wire of text decoded with surrogateescape."""
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def split_command(line):
+    """``"mail FROM:<a>"`` → ``("MAIL", "FROM:<a>")``; trailing spaces are ignored."""
+    verb, _, argument = line.rstrip(" ").partition(" ")
+    return verb.upper(), argument.lstrip(" ")
+
+
+def split_path_argument(argument, keyword):
+    """Split ``FROM:<path> params`` (``keyword`` is ``"FROM:"`` or ``"TO:"``).
+
+    Returns ``(path, parameters)`` or None if the keyword is missing.  Spaces
+    after the colon and unbracketed paths are tolerated, as clients send them.
+    """
+    if argument[:len(keyword)].upper() != keyword:
+        return None
+    rest = argument[len(keyword):].lstrip(" ")
+    if rest.startswith("<"):
+        end = _closing_bracket(rest)
+        if end < 0:
+            return rest, ""
+        path, parameters = rest[:end + 1], rest[end + 1:]
+        if parameters and not parameters.startswith(" "):
+            return rest, ""     # junk glued to the path: let the path fail
+        return path, parameters.strip(" ")
+    path, _, parameters = rest.partition(" ")
+    return path, parameters.strip(" ")
+
+
+def _closing_bracket(text):
+    """Index of the ``>`` closing a path, skipping quoted strings; -1 if none."""
+    quoted = escaped = False
+    for index, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ">" and not quoted:
+            return index
+    return -1
+
+
+def parse_path(path, *, smtputf8=False, allow_null=False, allow_postmaster=False):
+    """Validate a Reverse-path or Forward-path and return the mailbox.
+
+    ``"<>"`` gives ``""`` when ``allow_null``; a source route (``<@a,@b:u@c>``)
+    is validated and dropped (RFC 5321 §4.1.2, §C); ``<Postmaster>`` is
+    accepted when ``allow_postmaster`` (RCPT only).  Raises :class:`AddressError`.
+    """
+    if _CONTROL.search(path):
+        raise AddressError("syntax")
+    if path.startswith("<") and path.endswith(">"):
+        inner = path[1:-1]
+    elif "<" in path or ">" in path:
+        raise AddressError("syntax")
+    else:
+        inner = path
+    if octets(inner) + 2 > MAX_PATH:
+        raise AddressError("syntax")
+    if not inner:
+        if allow_null and path == "<>":
+            return ""
+        raise AddressError("syntax")
+    if not inner.isascii():
+        if _SURROGATE.search(inner):
+            raise AddressError("non_ascii" if not smtputf8 else "bad_utf8")
+        if not smtputf8:
+            raise AddressError("non_ascii")
+    if inner.startswith("@"):
+        inner = _strip_source_route(inner, smtputf8)
+    if allow_postmaster and inner.lower() == "postmaster":
+        return inner
+    parse_mailbox(inner, smtputf8=smtputf8)
+    return inner
+
+
+def _strip_source_route(text, smtputf8):
+    route, colon, mailbox = text.partition(":")
+    while colon and route.count("[") != route.count("]"):   # IPv6 literal in the route
+        more, colon, mailbox = mailbox.partition(":")
+        route = route + ":" + more
+    if not colon:
+        raise AddressError("syntax")
+    for at_domain in route.split(","):
+        if not at_domain.startswith("@") or not is_domain(at_domain[1:], smtputf8=smtputf8):
+            raise AddressError("syntax")
+    return mailbox
+
+
+def parse_mailbox(mailbox, *, smtputf8=False):
+    """Check ``Local-part "@" ( Domain / address-literal )``; return (local, domain)."""
+    if mailbox.startswith('"'):
+        pattern = _QUOTED_STRING_UTF8 if smtputf8 else _QUOTED_STRING
+        match = pattern.match(mailbox)
+        if match is None or mailbox[match.end():match.end() + 1] != "@":
+            raise AddressError("syntax")
+        local, domain = mailbox[:match.end()], mailbox[match.end() + 1:]
+    else:
+        local, at, domain = mailbox.partition("@")
+        if not at or not is_dot_string(local, smtputf8=smtputf8):
+            raise AddressError("syntax")
+    if octets(local) > MAX_LOCAL_PART:
+        raise AddressError("syntax")
+    if not (is_domain(domain, smtputf8=smtputf8) or is_address_literal(domain)):
+        raise AddressError("syntax")
+    return local, domain
+
+
+def is_dot_string(text, *, smtputf8=False):
+    atom = _ATOM_UTF8 if smtputf8 else _ATOM
+    return all(atom.fullmatch(part) for part in text.split("."))
+
+
+def is_domain(text, *, smtputf8=False):
+    """RFC 5321 Domain (RFC 6531 U-labels with SMTPUTF8); 255 octets, 63 per label."""
+    if not text or octets(text) > MAX_DOMAIN:
+        return False
+    sub_domain = _SUB_DOMAIN_UTF8 if smtputf8 else _SUB_DOMAIN
+    return all(octets(label) <= 63 and sub_domain.match(label) for label in text.split("."))
+
+
+def is_address_literal(text):
+    """``[1.2.3.4]``, ``[IPv6:...]`` or a General-address-literal ``[tag:content]``."""
+    if len(text) < 3 or text[0] != "[" or text[-1] != "]":
+        return False
+    body = text[1:-1]
+    if body[:5].upper() == "IPV6:":
+        return _is_ip(body[5:], ipaddress.IPv6Address)
+    if _is_ip(body, ipaddress.IPv4Address):
+        return True
+    general = _GENERAL_LITERAL.match(body)
+    return general is not None and general.group(1).upper() != "IPV6"
+
+
+def _is_ip(text, kind):
+    try:
+        kind(text)
+    except ValueError:
+        return False
+    return True
+
+
+def is_helo_name(text):
+    """A HELO/EHLO argument we accept: one printable ASCII word.
+
+    RFC 5321 wants a domain or address literal, but real clients send bare
+    host names and odd words; we accept those and refuse what could inject
+    text into the Received header: spaces, controls, parentheses and non-ASCII
+    (RFC 6531 EHLO names are A-labels).
+    """
+    return bool(text) and text.isascii() and text.isprintable() and not any(
+        char in text for char in " ()\\;<>\"")
+
+
+def parse_parameters(text, *, smtputf8=False):
+    """``"SIZE=10 BODY=8BITMIME"`` → ``[("SIZE", "10"), ("BODY", "8BITMIME")]``.
+
+    Keywords are upper-cased; a keyword without ``=`` has the value None.
+    Raises :class:`ParameterError` for bad syntax or a repeated keyword.
+    """
+    parameters = []
+    seen = set()
+    for word in text.split(" "):
+        if not word:
+            continue
+        match = _PARAMETER.match(word)
+        if match is None:
+            raise ParameterError()
+        keyword, value = match.group(1).upper(), match.group(2)
+        if value is not None and not value.isascii():
+            if not smtputf8 or _SURROGATE.search(value):
+                raise ParameterError(keyword)
+        if keyword in seen:
+            raise ParameterError(keyword)
+        seen.add(keyword)
+        parameters.append((keyword, value))
+    return parameters
+
+
+def decode_xtext(text):
+    """RFC 3461 §4 xtext → str; raises ValueError when malformed."""
+    if not _XTEXT.match(text):
+        raise ValueError("malformed xtext")
+    return _XTEXT_HEX.sub(lambda match: chr(int(match.group(1), 16)), text)
+
+
+# Value checkers for the parameters we understand: each returns the decoded
+# value (the ``mail_params``/``rcpt_params`` form) or raises ValueError.
+
+def _size(value):
+    if value is None or not value.isdigit() or len(value) > 20:
+        raise ValueError(value)
+    return int(value)
+
+
+def _body(value):
+    if value is None or value.upper() not in ("7BIT", "8BITMIME", "BINARYMIME"):
+        raise ValueError(value)
+    return value.upper()
+
+
+def _flag(value):
+    if value is not None:
+        raise ValueError(value)
+    return True
+
+
+def _ret(value):
+    if value is None or value.upper() not in ("FULL", "HDRS"):
+        raise ValueError(value)
+    return value.upper()
+
+
+def _envid(value):
+    if value is None or len(value) > MAX_ENVID:
+        raise ValueError(value)
+    return decode_xtext(value)
+
+
+def _auth(value):
+    # RFC 4954 §5: AUTH=<> or AUTH=xtext(mailbox); the value is informational.
+    if value is None:
+        raise ValueError(value)
+    return "" if value == "<>" else decode_xtext(value)
+
+
+def _notify(value):
+    if value is None:
+        raise ValueError(value)
+    items = value.upper().split(",")
+    if len(set(items)) != len(items):
+        raise ValueError(value)
+    if items == ["NEVER"]:
+        return ("NEVER",)
+    if not set(items) <= {"SUCCESS", "FAILURE", "DELAY"}:
+        raise ValueError(value)
+    return tuple(items)
+
+
+def _orcpt(value):
+    if value is None or len(value) > MAX_ORCPT:
+        raise ValueError(value)
+    addr_type, semicolon, address = value.partition(";")
+    if not semicolon or not _ADDR_TYPE.match(addr_type) or not address:
+        raise ValueError(value)
+    return "%s;%s" % (addr_type.lower(), decode_xtext(address))
+
+
+MAIL_PARAMETERS = {"SIZE": _size, "BODY": _body, "SMTPUTF8": _flag, "RET": _ret,
+                   "ENVID": _envid, "AUTH": _auth}
+RCPT_PARAMETERS = {"NOTIFY": _notify, "ORCPT": _orcpt}
+
+
+def check_parameters(parameters, checkers, offered):
+    """Decode ``parse_parameters`` output into ``{KEYWORD: value or True}``.
+
+    ``offered`` is the set of keywords the session advertises.  Unknown or
+    not-offered keywords raise ``LookupError(keyword)`` (555 5.5.4); bad values
+    raise :class:`ParameterError` (501 5.5.4).
+    """
+    decoded = {}
+    for keyword, value in parameters:
+        if keyword not in offered or keyword not in checkers:
+            raise LookupError(keyword)
+        try:
+            decoded[keyword] = checkers[keyword](value)
+        except ValueError:
+            raise ParameterError(keyword) from None
+    return decoded

@@ -1,0 +1,105 @@
+"""The one table of tunables.
+
+:class:`~smtpd_lite.server.SMTPServer`, :func:`~smtpd_lite.serve` and the command
+line all read :data:`OPTIONS`, so a default or a check cannot differ between
+them.  The docs' option table is generated from the same rows.
+"""
+
+import collections
+
+Option = collections.namedtuple("Option", "name kind default doc choices cli")
+
+
+def _option(name, kind, default, doc, choices=(), cli=True):
+    return Option(name, kind, default, doc, tuple(choices), cli)
+
+
+# ``kind`` is one of: "size" (int >= 0, 0 = unlimited where the doc says so),
+# "count" (int >= 0), "seconds" (number >= 0), "bool", "choice", "callable".
+OPTIONS = (
+    _option("max_size", "size", 33554432,
+            "Largest message in octets, advertised as SIZE; 0 means unlimited."),
+    _option("max_recipients", "count", 100,
+            "Recipients per message; more get 452 4.5.3 (earlier ones are kept). 0 means unlimited."),
+    _option("request_queue_size", "count", 1024,
+            "Listen backlog (socketserver's name; its default of 5 fails under load)."),
+    _option("max_line_length", "size", 1000,
+            "Longest message line in octets including CRLF (RFC 5321 minimum); longer lines "
+            "get 500 5.5.2 after end-of-data. 0 means unlimited."),
+    _option("timeout", "seconds", 300,
+            "Seconds to receive one whole command or data chunk; expiry gets 421 4.4.2 and close."),
+    _option("max_errors", "count", 10,
+            "Protocol errors before 421 4.7.0 and close. 0 means unlimited."),
+    _option("bare_eol", "choice", "reject",
+            "Bare CR or LF in DATA: 'reject' answers 550 5.5.2 after end-of-data; "
+            "'normalize' turns them into CRLF.", choices=("reject", "normalize")),
+    _option("received_header", "bool", True, "Prepend a Received: header to each message."),
+    _option("reverse_dns", "bool", False,
+            "Look up the client's host name (PTR) for the Received header."),
+    _option("lmtp", "bool", False,
+            "Speak LMTP (RFC 2033): LHLO instead of HELO/EHLO, one reply per recipient."),
+    _option("data_as_file", "bool", False,
+            "Pass the message to the handler as a binary file object at position 0 "
+            "instead of bytes."),
+    _option("spool_threshold", "size", 1048576,
+            "With data_as_file, octets kept in memory before the message is spooled to a "
+            "temporary file."),
+    _option("log_protocol", "bool", False,
+            "Trace every line on the logger smtpd_lite.protocol (AUTH exchanges redacted)."),
+    _option("mail_handler", "callable", None,
+            "mail_handler(peer, mailfrom): truthy accepts MAIL, falsy gives 550 5.7.1.", cli=False),
+    _option("rcpt_handler", "callable", None,
+            "rcpt_handler(peer, mailfrom, rcptto): truthy accepts RCPT, falsy gives 550 5.1.1.",
+            cli=False),
+    _option("vrfy_handler", "callable", None,
+            "vrfy_handler(peer, address): a reply line, or None for 252 2.5.0.", cli=False),
+)
+
+BY_NAME = {option.name: option for option in OPTIONS}
+
+
+class Settings:
+    """Validated option values of one server, read as attributes."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+    def __repr__(self):
+        return "Settings(%s)" % ", ".join("%s=%r" % item for item in sorted(self.__dict__.items()))
+
+
+def resolve(options):
+    """Validate keyword ``options`` against :data:`OPTIONS` and fill in defaults.
+
+    Raises :class:`TypeError` for an unknown name and :class:`ValueError` for a
+    bad value, naming the option, so mistakes surface at start-up.
+    """
+    unknown = sorted(set(options) - set(BY_NAME))
+    if unknown:
+        raise TypeError("unknown option(s): %s" % ", ".join(unknown))
+    values = {}
+    for option in OPTIONS:
+        value = options.get(option.name, option.default)
+        values[option.name] = _check(option, value)
+    return Settings(**values)
+
+
+def _check(option, value):
+    kind = option.kind
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError("%s must be True or False, not %r" % (option.name, value))
+    elif kind in ("size", "count"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError("%s must be an integer >= 0, not %r" % (option.name, value))
+    elif kind == "seconds":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError("%s must be a number of seconds >= 0, not %r" % (option.name, value))
+    elif kind == "choice":
+        if value not in option.choices:
+            raise ValueError("%s must be one of %s, not %r"
+                             % (option.name, ", ".join(option.choices), value))
+    elif kind == "callable":
+        if value is not None and not callable(value):
+            raise ValueError("%s must be callable or None, not %r" % (option.name, value))
+    return value

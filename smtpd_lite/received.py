@@ -1,0 +1,73 @@
+"""The Received header (RFC 5321 §4.4, RFC 3848, RFC 6531 §3.7.3): pure.
+
+Example::
+
+    Received: from client.example (host.example [192.0.2.1])
+    \t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)
+    \tby mx.example (smtpd_lite) with ESMTPS id 9A1B2C3D4E5F6A7B
+    \tfor <bob@example.org>; Tue, 24 Nov 2026 23:06:50 +0000
+
+Every value that came from the client is neutered first, so no HELO name,
+host name or address can add a line, a header or a fake clause.
+"""
+
+import email.utils
+import ipaddress
+import re
+
+_UNSAFE = re.compile(r"[^\x21-\x7e]|[()\\;<>\"]")
+_UNSAFE_COMMENT = re.compile(r"[^A-Za-z0-9 ._\-]")
+_UNSAFE_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
+
+
+def transmission_type(*, esmtp=True, tls=False, auth=False, smtputf8=False, lmtp=False):
+    """The ``with`` keyword from the IANA mail transmission types registry."""
+    if lmtp:
+        base = "LMTP"
+    else:
+        base = "SMTP" if not esmtp and not (tls or auth or smtputf8) else "ESMTP"
+    if smtputf8:
+        base = "UTF8" + ("LMTP" if lmtp else "SMTP")
+    return base + ("S" if tls else "") + ("A" if auth else "")
+
+
+def address_literal(ip):
+    """``[192.0.2.1]`` or ``[IPv6:2001:db8::1]`` (RFC 5321 §4.1.3)."""
+    try:
+        parsed = ipaddress.ip_address(ip)
+    except ValueError:
+        return "[%s]" % neuter(ip)
+    if parsed.version == 6:
+        if parsed.ipv4_mapped is not None:
+            return "[%s]" % parsed.ipv4_mapped
+        return "[IPv6:%s]" % parsed.compressed
+    return "[%s]" % parsed
+
+
+def neuter(text):
+    """Replace anything that could break out of a Received clause with ``?``."""
+    return _UNSAFE.sub("?", text) or "?"
+
+
+def received_header(*, helo, ip, hostname, appname, protocol, queue_id,
+                    recipients, reverse_name=None, tls_comment=None, date=None):
+    """Return the folded header as bytes ending in CRLF.
+
+    ``recipients`` is the list of accepted recipients; ``for <rcpt>`` is added
+    only when there is exactly one, so a copy never reveals the others.
+    ``date`` is an RFC 5322 date string (now, local time, when None).
+    """
+    tcp_info = address_literal(ip)
+    if reverse_name:
+        tcp_info = "%s %s" % (neuter(reverse_name), tcp_info)
+    lines = ["Received: from %s (%s)" % (neuter(helo or "unknown"), tcp_info)]
+    if tls_comment:
+        lines.append("\t(%s)" % _UNSAFE_COMMENT.sub("?", tls_comment))
+    by = "\tby %s (%s) with %s id %s" % (neuter(hostname), neuter(appname), protocol, queue_id)
+    if len(recipients) == 1:
+        lines.append(by)
+        lines.append("\tfor <%s>;" % _UNSAFE_ADDRESS.sub("?", recipients[0]))
+    else:
+        lines.append(by + ";")
+    lines[-1] += " " + (date or email.utils.formatdate(localtime=True))
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")

@@ -1,0 +1,486 @@
+"""The SMTP session: one :class:`SMTPSession` per connection, in its own thread.
+
+Data flows one way: socket → :class:`~smtpd_lite.connection.Connection` →
+command line → ``smtp_<VERB>`` method (the verb table, as
+``http.server`` looks up ``do_<METHOD>``) → state change → reply; DATA and
+BDAT go through :class:`~smtpd_lite.data.DataAssembler` to the handler.
+Subclass and add ``smtp_XYZZY`` to support a new verb.
+"""
+
+import io
+import logging
+import os
+import socket
+import socketserver
+import tempfile
+
+from . import callbacks, grammar, received, replies
+from .connection import ClientGone, Connection, LineTooLong, SessionTimeout
+from .data import BARE_EOL, LINE_TOO_LONG, TOO_BIG, DataAssembler
+
+logger = logging.getLogger("smtpd_lite")
+protocol_logger = logging.getLogger("smtpd_lite.protocol")
+
+# RFC 5321 §4.5.3.1.4 allows 512 octets; SIZE, DSN (ENVID, ORCPT), AUTH= and
+# SMTPUTF8 each extend MAIL/RCPT (RFC 1870, 3461, 4954, 6531): 1280 covers all.
+COMMAND_LINE_LIMIT = 1280
+
+
+class SMTPSession(socketserver.StreamRequestHandler):
+    """Serves one SMTP (or LMTP) client; ``self.server`` is the SMTPServer."""
+
+    def setup(self):
+        # No rfile/wfile: Connection does bounded, deadline-aware I/O itself.
+        server = self.server
+        self.settings = server.settings
+        self.hostname = server.hostname
+        sock = self.connection = self.request
+        sock.setblocking(True)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.conn = Connection(sock, self.settings.timeout)
+        self.peer = _peer(self.client_address)
+        self.trace = self.settings.log_protocol and protocol_logger.isEnabledFor(logging.DEBUG)
+        self.closing = False
+        self.errors = 0
+        self.helo = None
+        self.esmtp = False
+        self.tls = False
+        self.auth_user = None
+        self._reverse_name = None
+        self.reset_transaction()
+
+    def handle(self):
+        try:
+            self.greet()
+            while not self.closing:
+                self.handle_command()
+            self.conn.flush()
+        except SessionTimeout:
+            logger.info("%s: timeout", _format_peer(self.peer))
+            self.send_final(replies.TIMEOUT.format(hostname=self.hostname))
+        except ClientGone as error:
+            logger.debug("%s: connection lost: %s", _format_peer(self.peer), error)
+
+    def finish(self):
+        self.discard_transaction()
+
+    # -- the command loop ---------------------------------------------------
+
+    def greet(self):
+        template = replies.GREETING_LMTP if self.settings.lmtp else replies.GREETING
+        self.reply(template.format(hostname=self.hostname, appname=self.server.appname))
+
+    def handle_command(self):
+        """Read one command line and dispatch it through the verb table."""
+        self.conn.start_deadline()
+        try:
+            raw = self.conn.read_line(COMMAND_LINE_LIMIT)
+        except LineTooLong:
+            self.protocol_error(replies.LINE_TOO_LONG)
+            return
+        if self.trace:
+            protocol_logger.debug("%s < %r", _format_peer(self.peer), raw)
+        if not raw.endswith(b"\r\n"):
+            self.protocol_error(replies.BARE_LINE_FEED)
+            return
+        line = raw[:-2].decode("utf-8", "surrogateescape")
+        if not line:
+            self.protocol_error(replies.EMPTY_LINE)
+            return
+        verb, argument = grammar.split_command(line)
+        method = getattr(self, "smtp_" + verb, None) if verb.isascii() and verb.isalpha() else None
+        if method is None:
+            self.protocol_error(replies.UNKNOWN_COMMAND)
+        else:
+            method(argument)
+
+    def reply(self, text):
+        if self.trace:
+            protocol_logger.debug("%s > %s", _format_peer(self.peer), text)
+        self.conn.write(text.encode("utf-8", "surrogateescape") + b"\r\n")
+
+    def protocol_error(self, text):
+        """Answer a client mistake; too many of them end the session (421)."""
+        self.reply(text)
+        self.errors += 1
+        if self.settings.max_errors and self.errors >= self.settings.max_errors:
+            logger.info("%s: too many errors", _format_peer(self.peer))
+            self.send_final(replies.TOO_MANY_ERRORS.format(hostname=self.hostname))
+
+    def send_final(self, text):
+        """Send a last reply and end the session, ignoring a client already gone."""
+        self.closing = True
+        self.reply(text)
+        try:
+            self.conn.flush()
+        except (ClientGone, SessionTimeout):
+            pass
+
+    def reset_transaction(self):
+        """Forget the envelope (RSET, HELO/EHLO, after each message)."""
+        self.mailfrom = None
+        self.rcpttos = []
+        self.mail_options = []
+        self.rcpt_options = []
+        self.mail_params = {}
+        self.rcpt_params = {}
+        self.smtputf8 = False
+        self.queue_id = None
+        self.bdat = None    # (sink, size so far) while BDAT chunks arrive
+
+    def discard_transaction(self):
+        if self.bdat is not None:
+            self.bdat[0].close()
+        self.reset_transaction()
+
+    # -- commands without an envelope ---------------------------------------
+
+    def smtp_HELO(self, argument):
+        self._hello("HELO", argument, esmtp=False)
+
+    def smtp_EHLO(self, argument):
+        self._hello("EHLO", argument, esmtp=True)
+
+    def smtp_LHLO(self, argument):
+        self._hello("LHLO", argument, esmtp=True)
+
+    def _hello(self, verb, argument, esmtp):
+        if self.settings.lmtp != (verb == "LHLO"):
+            self.protocol_error(replies.WRONG_HELLO if self.settings.lmtp
+                                else replies.UNKNOWN_COMMAND)
+            return
+        if not argument:
+            self.protocol_error(replies.HELO_SYNTAX.format(verb=verb))
+            return
+        if not grammar.is_helo_name(argument):
+            self.protocol_error(replies.HELO_BAD_NAME)
+            return
+        self.discard_transaction()
+        self.helo = argument
+        self.esmtp = esmtp
+        if not esmtp:
+            self.reply(replies.HELO_OK.format(hostname=self.hostname))
+            return
+        lines = [self.hostname] + self.extensions()
+        self.reply("\r\n".join("250-" + line for line in lines[:-1]) + "\r\n250 " + lines[-1])
+
+    def extensions(self):
+        """The EHLO keywords, in the order they are advertised."""
+        size = self.settings.max_size
+        return ["PIPELINING", "SIZE %d" % size if size else "SIZE", "8BITMIME",
+                "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "BINARYMIME", "DSN", "HELP"]
+
+    def smtp_NOOP(self, argument):
+        self.reply(replies.OK)
+
+    def smtp_RSET(self, argument):
+        if argument:
+            self.protocol_error(replies.NO_ARGUMENT_ALLOWED.format(verb="RSET"))
+            return
+        self.discard_transaction()
+        self.reply(replies.OK)
+
+    def smtp_QUIT(self, argument):
+        if argument:
+            self.protocol_error(replies.NO_ARGUMENT_ALLOWED.format(verb="QUIT"))
+            return
+        self.send_final(replies.CLOSING)
+
+    def smtp_HELP(self, argument):
+        hidden = {"HELO", "EHLO"} if self.settings.lmtp else {"LHLO"}
+        commands = sorted(name[5:] for name in dir(self)
+                          if name.startswith("smtp_") and name[5:] not in hidden)
+        self.reply(replies.HELP.format(commands=" ".join(commands)))
+
+    def smtp_VRFY(self, argument):
+        if not argument:
+            self.protocol_error(replies.VRFY_SYNTAX)
+            return
+        vrfy_handler = self.settings.vrfy_handler
+        if vrfy_handler is None:
+            self.reply(replies.VRFY_DEFAULT)
+            return
+        try:
+            result = vrfy_handler(self.peer, argument)
+        except replies.SMTPError as error:
+            self.reply(error.reply)
+            return
+        except Exception:
+            logger.exception("vrfy_handler raised; answering 451")
+            self.reply(replies.LOCAL_ERROR)
+            return
+        reply = replies.VRFY_DEFAULT if result is None else replies.validate_reply(result)
+        if reply is None:
+            logger.error("vrfy_handler returned %r, not a reply line or None", result)
+            reply = replies.LOCAL_ERROR
+        self.reply(reply)
+
+    def smtp_EXPN(self, argument):
+        self.reply(replies.EXPN_REFUSED)
+
+    # -- the envelope ---------------------------------------------------------
+
+    def smtp_MAIL(self, argument):
+        if self.helo is None:
+            self.protocol_error(replies.NEED_HELO)
+            return
+        if self.mailfrom is not None:
+            self.protocol_error(replies.NESTED_MAIL)
+            return
+        split = grammar.split_path_argument(argument, "FROM:")
+        if split is None:
+            self.protocol_error(replies.MAIL_SYNTAX)
+            return
+        path, parameter_text = split
+        parameters = self._parameters(parameter_text, grammar.MAIL_PARAMETERS,
+                                      self.mail_keywords())
+        if parameters is None:
+            return
+        size = parameters.get("SIZE")
+        if size is not None and self.settings.max_size and size > self.settings.max_size:
+            self.reply(replies.SIZE_EXCEEDED)
+            return
+        smtputf8 = parameters.get("SMTPUTF8", False)
+        address = self._address(path, smtputf8, replies.BAD_SENDER, allow_null=True)
+        if address is None:
+            return
+        mail_handler = self.settings.mail_handler
+        if mail_handler is not None:
+            refusal = callbacks.call_check(
+                mail_handler, (self.peer, address),
+                replies.SENDER_REJECTED.format(address=address), "mail_handler")
+            if refusal is not None:
+                self.reply(refusal)
+                return
+        self.mailfrom = address
+        self.smtputf8 = smtputf8
+        self.mail_params = parameters
+        self.mail_options = parameter_text.upper().split()
+        self.reply(replies.MAIL_OK)
+
+    def mail_keywords(self):
+        """MAIL parameters this session offers (none after plain HELO)."""
+        return {"SIZE", "BODY", "SMTPUTF8", "RET", "ENVID"} if self.esmtp else set()
+
+    def smtp_RCPT(self, argument):
+        if self.mailfrom is None:
+            self.protocol_error(replies.NEED_MAIL)
+            return
+        split = grammar.split_path_argument(argument, "TO:")
+        if split is None:
+            self.protocol_error(replies.RCPT_SYNTAX)
+            return
+        path, parameter_text = split
+        offered = {"NOTIFY", "ORCPT"} if self.esmtp else set()
+        parameters = self._parameters(parameter_text, grammar.RCPT_PARAMETERS, offered)
+        if parameters is None:
+            return
+        address = self._address(path, self.smtputf8, replies.BAD_RECIPIENT,
+                                allow_postmaster=True)
+        if address is None:
+            return
+        limit = self.settings.max_recipients
+        if limit and len(self.rcpttos) >= limit:
+            self.reply(replies.TOO_MANY_RECIPIENTS)
+            return
+        rcpt_handler = self.settings.rcpt_handler
+        if rcpt_handler is not None:
+            refusal = callbacks.call_check(
+                rcpt_handler, (self.peer, self.mailfrom, address),
+                replies.RECIPIENT_REJECTED.format(address=address), "rcpt_handler")
+            if refusal is not None:
+                self.reply(refusal)
+                return
+        self.rcpttos.append(address)
+        self.rcpt_options.extend(parameter_text.upper().split())
+        self.rcpt_params[address] = parameters
+        self.reply(replies.RCPT_OK)
+
+    def _parameters(self, text, checkers, offered):
+        """Decoded ESMTP parameters, or None after answering the error."""
+        smtputf8 = self.smtputf8 or "SMTPUTF8" in text.upper().split()
+        try:
+            parsed = grammar.parse_parameters(text, smtputf8=smtputf8)
+            return grammar.check_parameters(parsed, checkers, offered)
+        except LookupError as error:
+            self.protocol_error(replies.UNKNOWN_PARAMETER.format(name=error.args[0]))
+        except grammar.ParameterError as error:
+            if error.name is None:
+                self.protocol_error(replies.BAD_PARAMETER_SYNTAX)
+            else:
+                self.protocol_error(replies.BAD_PARAMETER_VALUE.format(name=error.name))
+        return None
+
+    def _address(self, path, smtputf8, syntax_reply, **rules):
+        """The mailbox of ``path``, or None after answering the error."""
+        try:
+            return grammar.parse_path(path, smtputf8=smtputf8, **rules)
+        except grammar.AddressError as error:
+            if error.reason == "non_ascii":
+                self.protocol_error(replies.NON_ASCII_ADDRESS)
+            elif error.reason == "bad_utf8":
+                self.protocol_error(replies.BAD_UTF8)
+            else:
+                self.protocol_error(syntax_reply)
+        return None
+
+    # -- message content -----------------------------------------------------
+
+    def smtp_DATA(self, argument):
+        if argument:
+            self.protocol_error(replies.NO_ARGUMENT_ALLOWED.format(verb="DATA"))
+            return
+        if self.mailfrom is None:
+            self.protocol_error(replies.NEED_MAIL)
+            return
+        if not self.rcpttos:
+            self.protocol_error(replies.NEED_RCPT)
+            return
+        if self.bdat is not None or self.mail_params.get("BODY") == "BINARYMIME":
+            self.protocol_error(replies.DATA_AFTER_BDAT)
+            return
+        # RFC 2920 §3.1: DATA ends a pipelined group.  A client that sends
+        # the message before our 354 is not speaking SMTP (or is smuggling).
+        if self.conn.has_pending_input():
+            logger.info("%s: data sent before the 354 reply", _format_peer(self.peer))
+            self.send_final(replies.PIPELINED_DATA)
+            return
+        self.reply(replies.START_DATA)
+        sink = self.new_message()
+        assembler = DataAssembler(sink, max_size=self.settings.max_size,
+                                  max_line_length=self.settings.max_line_length,
+                                  bare_eol=self.settings.bare_eol)
+        try:
+            self.conn.start_deadline()
+            while True:
+                chunk = self.conn.read_some()
+                rest = assembler.feed(chunk)
+                if rest is not None:
+                    break
+                if b"\n" in chunk:      # each line restarts the data-chunk clock
+                    self.conn.start_deadline()
+        except BaseException:
+            sink.close()
+            raise
+        self.conn.unread(rest)
+        error = assembler.error
+        if error is not None:
+            sink.close()
+            self.discard_transaction()
+            self.reply({TOO_BIG: replies.SIZE_EXCEEDED, LINE_TOO_LONG: replies.DATA_LINE_TOO_LONG,
+                        BARE_EOL: replies.BARE_EOL}[error])
+            return
+        self.deliver(sink)
+
+    def smtp_BDAT(self, argument):
+        words = argument.split(" ")
+        if not 1 <= len(words) <= 2 or not words[0].isdigit() or len(words[0]) > 20 or \
+                (len(words) == 2 and words[1].upper() != "LAST"):
+            self.protocol_error(replies.BDAT_SYNTAX)
+            return
+        size, last = int(words[0]), len(words) == 2
+        # RFC 3030 §3: the chunk is always read, whatever the answer, so the
+        # client's next command is read in step.
+        self.conn.start_deadline()
+        if self.mailfrom is None or not self.rcpttos:
+            self.conn.read_exact(size, _discard)
+            self.protocol_error(replies.NEED_MAIL if self.mailfrom is None else replies.NEED_RCPT)
+            return
+        if self.bdat is None:
+            self.bdat = (self.new_message(), 0)
+        sink, total = self.bdat
+        total += size
+        if self.settings.max_size and total > self.settings.max_size:
+            self.conn.read_exact(size, _discard)
+            self.discard_transaction()
+            self.reply(replies.SIZE_EXCEEDED)
+            return
+        self.conn.read_exact(size, sink.write)
+        self.bdat = (sink, total)
+        if not last:
+            self.reply(replies.CHUNK_RECEIVED.format(size=size))
+            return
+        self.bdat = None
+        self.deliver(sink)
+
+    def new_message(self):
+        """A sink for the next message, starting with the Received header."""
+        self.queue_id = os.urandom(8).hex().upper()
+        settings = self.settings
+        if settings.data_as_file:
+            sink = tempfile.SpooledTemporaryFile(max_size=settings.spool_threshold)
+        else:
+            sink = io.BytesIO()
+        if settings.received_header:
+            sink.write(self.received_header())
+        return sink
+
+    def received_header(self):
+        if self.settings.reverse_dns and self._reverse_name is None:
+            self._reverse_name = _reverse_lookup(self.peer[0])
+        protocol = received.transmission_type(
+            esmtp=self.esmtp, tls=self.tls, auth=self.auth_user is not None,
+            smtputf8=self.smtputf8, lmtp=self.settings.lmtp)
+        return received.received_header(
+            helo=self.helo, ip=self.peer[0], hostname=self.hostname,
+            appname=self.server.appname, protocol=protocol, queue_id=self.queue_id,
+            recipients=self.rcpttos, reverse_name=self._reverse_name or None,
+            tls_comment=self.tls_comment())
+
+    def tls_comment(self):
+        return None
+
+    # -- delivery -------------------------------------------------------------
+
+    def deliver(self, sink):
+        """Call the message handler and answer for it (once per recipient in LMTP)."""
+        if self.settings.data_as_file:
+            sink.seek(0)
+            data = sink
+        else:
+            data = sink.getvalue()
+            sink.close()
+        queued = replies.QUEUED.format(queue_id=self.queue_id)
+        extras = {name: getattr(self, name) for name in self.server.handler_extras}
+        rcpttos = self.rcpttos
+        try:
+            result = self.server.handler(self.peer, self.mailfrom, list(rcpttos), data, **extras)
+        except replies.SMTPError as error:
+            result = error
+        except Exception:
+            logger.exception("message handler raised; answering 451 (queue id %s)",
+                             self.queue_id)
+            result = replies.LOCAL_ERROR
+        finally:
+            sink.close()
+            self.discard_transaction()
+        if not self.settings.lmtp:
+            self.reply(callbacks.result_reply(result, queued, "message handler"))
+            return
+        # RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
+        for rcptto in rcpttos:
+            outcome = result.get(rcptto) if isinstance(result, dict) else result
+            self.reply(callbacks.result_reply(outcome, queued, "message handler"))
+
+
+def _discard(data):
+    pass
+
+
+def _peer(client_address):
+    if isinstance(client_address, tuple) and len(client_address) >= 2:
+        return (client_address[0], client_address[1])
+    return (str(client_address or "unix"), 0)   # Unix sockets have no peer address
+
+
+def _format_peer(peer):
+    host, port = peer
+    return "[%s]:%s" % (host, port) if ":" in host else "%s:%s" % (host, port)
+
+
+def _reverse_lookup(ip):
+    try:
+        return socket.gethostbyaddr(ip)[0]
+    except (OSError, UnicodeError):
+        return ""
