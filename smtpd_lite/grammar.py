@@ -146,7 +146,10 @@ def _strip_source_route(text, smtputf8):
     if not colon:
         raise AddressError("syntax")
     for at_domain in route.split(","):
-        if not at_domain.startswith("@") or not is_domain(at_domain[1:], smtputf8=smtputf8):
+        domain = at_domain[1:]
+        # RFC 5321 wants Domain here; routes are ignored, so literals are tolerated.
+        if not at_domain.startswith("@") or not (
+                is_domain(domain, smtputf8=smtputf8) or is_address_literal(domain)):
             raise AddressError("syntax")
     return mailbox
 

@@ -1,0 +1,37 @@
+"""The options table: defaults from design.md and validation."""
+
+import pytest
+
+from smtpd_lite import options
+
+DESIGN_DEFAULTS = {
+    "max_size": 33554432, "max_recipients": 100, "request_queue_size": 1024,
+    "max_line_length": 1000, "timeout": 300, "max_errors": 10, "bare_eol": "reject",
+    "received_header": True, "reverse_dns": False, "log_protocol": False, "lmtp": False,
+    "data_as_file": False, "spool_threshold": 1048576,
+}
+
+
+def test_defaults_match_the_design():
+    settings = options.resolve({})
+    for name, default in DESIGN_DEFAULTS.items():
+        assert getattr(settings, name) == default, name
+
+
+def test_every_option_is_documented():
+    for option in options.OPTIONS:
+        assert option.doc and option.doc.endswith("."), option.name
+
+
+def test_unknown_option_is_a_type_error():
+    with pytest.raises(TypeError, match="max_sise"):
+        options.resolve({"max_sise": 10})
+
+
+@pytest.mark.parametrize("name, value", [
+    ("max_size", -1), ("max_size", "10"), ("max_size", True), ("timeout", -5),
+    ("bare_eol", "fix"), ("received_header", 1), ("rcpt_handler", "not callable"),
+])
+def test_bad_values_are_refused(name, value):
+    with pytest.raises(ValueError, match=name):
+        options.resolve({name: value})
