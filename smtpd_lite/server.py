@@ -84,6 +84,10 @@ class SMTPServer(socketserver.ThreadingTCPServer):
             server_address = (host, port)
         super().__init__(server_address, RequestHandlerClass, bind_and_activate)
 
+    def serve_forever(self, poll_interval=0.1):
+        # socketserver's 0.5 s makes every shutdown() wait that long.
+        super().serve_forever(poll_interval)
+
     def server_bind(self):
         if self.address_family == socket.AF_UNIX:
             _remove_stale_socket(self.server_address)

@@ -5,6 +5,7 @@ import io
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wire import SMUGGLING
 
 from smtpd_lite.data import BARE_EOL, LINE_TOO_LONG, TOO_BIG, DataAssembler
 
@@ -78,12 +79,7 @@ def test_byte_by_byte():
     assert assemble(stream, [1] * len(stream)) == (b"a\r\n.b\r\n\r\n", b"", None)
 
 
-# The smuggling sequences (SEC Consult 2023, CVE-2023-51764/51765/51766):
-# none of them may end the message; with "reject" the message is refused.
-SMUGGLING = [b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r", b"\r.\n", b"\n.\r", b"\r.\r\n",
-             b"\r\n.\r", b"\r\n.\r\r\n", b"\r\r\n.\r\r\n", b"\r\n\x00.\r\n", b"\r\n.\x00\r\n"]
-
-
+# None of the smuggling sequences may end the message; "reject" refuses it.
 @pytest.mark.parametrize("sequence", SMUGGLING, ids=repr)
 @pytest.mark.parametrize("bare_eol", ["reject", "normalize"])
 def test_smuggling_sequence_does_not_end_data(sequence, bare_eol):
