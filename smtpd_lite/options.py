@@ -20,7 +20,8 @@ OPTIONS = (
     _option("max_size", "size", 33554432,
             "Largest message in octets, advertised as SIZE; 0 means unlimited."),
     _option("max_recipients", "count", 100,
-            "Recipients per message; more get 452 4.5.3 (earlier ones are kept). 0 means unlimited."),
+            "Recipients per message; more get 452 4.5.3 (earlier ones are kept). "
+            "0 means unlimited."),
     _option("request_queue_size", "count", 1024,
             "Listen backlog (socketserver's name; its default of 5 fails under load)."),
     _option("max_line_length", "size", 1000,

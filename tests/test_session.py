@@ -4,7 +4,6 @@ import smtplib
 import threading
 
 import pytest
-
 from wire import SMUGGLING, RawClient
 
 from smtpd_lite import SMTPError, SMTPServer
