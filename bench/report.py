@@ -1,0 +1,248 @@
+"""Turn the raw runs into the Markdown report: medians, ratios, targets.
+
+A ratio is always (server's median) ÷ (aiosmtpd's median) for the same row,
+measured in the same invocation; whether higher or lower is better depends
+on the row (msg/s: higher; time, latency, memory, CPU: lower).
+"""
+
+import platform
+import statistics
+import subprocess
+import os
+import time
+
+BASELINE = "aiosmtpd"
+
+# (scenario, metric, row label, number format)
+ROWS = [
+    ("a", "msg_per_s", "msg/s", "{:.0f}"),
+    ("a", "cpu_us_per_msg", "server CPU µs/msg", "{:.0f}"),
+    ("b", "msg_per_s", "msg/s", "{:.0f}"),
+    ("b", "cpu_us_per_msg", "server CPU µs/msg", "{:.0f}"),
+    ("c", "msg_per_s", "msg/s", "{:.0f}"),
+    ("c", "cpu_us_per_msg", "server CPU µs/msg", "{:.0f}"),
+    ("d", "msg_per_s", "msg/s", "{:.0f}"),
+    ("d", "cpu_us_per_msg", "server CPU µs/msg", "{:.0f}"),
+    ("d", "rss_peak_mb", "server peak RSS MB", "{:.1f}"),
+    ("big", "seconds", "time s", "{:.2f}"),
+    ("big", "mem_ratio", "(peak − idle RSS) ÷ size", "{:.2f}"),
+    ("idle", "greeted", "greeted", "{:.0f}"),
+    ("idle", "probe_p50_ms", "new-connection EHLO p50 ms", "{:.2f}"),
+    ("idle", "probe_p99_ms", "new-connection EHLO p99 ms", "{:.2f}"),
+    ("idle", "noop_p50_ms", "NOOP on a held connection p50 ms", "{:.2f}"),
+    ("idle", "noop_p99_ms", "NOOP on a held connection p99 ms", "{:.2f}"),
+    ("idle", "rss_per_conn_kb", "RSS per idle connection KB", "{:.1f}"),
+    ("py", "msg_per_s", "msg/s", "{:.0f}"),
+    ("py", "p50_ms", "latency p50 ms", "{:.2f}"),
+    ("py", "p99_ms", "latency p99 ms", "{:.2f}"),
+    ("py", "cpu_us_per_msg", "server CPU µs/msg", "{:.0f}"),
+]
+
+
+def median(runs, metric):
+    values = [run[metric] for run in runs if "failed" not in run and run.get(metric) is not None]
+    return statistics.median(values) if values else None
+
+
+def error_count(runs):
+    return sum(run.get("errors", 0) for run in runs if "failed" not in run)
+
+
+def summarize(results):
+    """{scenario: {server: {"median": {metric: value}, "errors": n, "failed": [...]}}}"""
+    summary = {}
+    for scenario, by_server in results.items():
+        summary[scenario] = {}
+        for server, runs in by_server.items():
+            metrics = {metric for run in runs for metric in run}
+            summary[scenario][server] = {
+                "median": {metric: median(runs, metric) for metric in metrics
+                           if metric not in ("failed", "error_samples")},
+                "errors": error_count(runs),
+                "missing": sum(run.get("missing", 0) for run in runs if "failed" not in run),
+                "runs": len(runs),
+                "failed": [run["failed"] for run in runs if "failed" in run],
+                "samples": [sample for run in runs for sample in run.get("error_samples", [])],
+            }
+    return summary
+
+
+def machine_description():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def _cell(entry, metric, fmt, baseline_value, first_row):
+    if entry is None:
+        return "—"
+    value = entry["median"].get(metric)
+    if value is None:
+        return "failed" if entry["failed"] else "—"
+    text = fmt.format(value)
+    if baseline_value not in (None, 0) and entry is not None:
+        text += " ({:.2f}×)".format(value / baseline_value)
+    if first_row:
+        problems = entry["errors"] + len(entry["failed"])
+        if problems:
+            text += " ⚠ %d err" % problems
+    return text
+
+
+def render(results, scenarios, servers, meta, titles):
+    """The Markdown report as a string."""
+    summary = summarize(results)
+    used = [server for server in servers
+            if any(server.key in summary.get(scenario, {}) for scenario in scenarios)]
+    lines = []
+    lines.append("Date: %(date)s · machine: %(nproc)s cores, %(cpu)s, Linux %(kernel)s · "
+                 "harness Python %(python)s" % meta["machine"])
+    lines.append("Mode: %s, %d repetition(s), medians shown; ratio = value ÷ %s's value "
+                 "in this run." % (meta["mode"], meta["reps"], BASELINE))
+    lines.append("")
+    lines.append("| scenario | metric | " + " | ".join(s.label for s in used) + " |")
+    lines.append("|---|---|" + "---:|" * len(used))
+    for scenario in scenarios:
+        first = True
+        for row_scenario, metric, label, fmt in ROWS:
+            if row_scenario != scenario:
+                continue
+            by_server = summary.get(scenario, {})
+            baseline = by_server.get(BASELINE, {}).get("median", {}).get(metric)
+            if metric == "greeted":
+                label = "greeted of %d" % meta["params"]["idle"]["connections"]
+            cells = [_cell(by_server.get(s.key), metric, fmt, baseline, first) for s in used]
+            lines.append("| %s | %s | %s |" % (titles[scenario] if first else "", label,
+                                                " | ".join(cells)))
+            first = False
+    lines.append("")
+    lines.append("Targets of issue 7 (smtpd_lite against aiosmtpd, same run):")
+    lines.append("")
+    lines.append("| target | measured | result |")
+    lines.append("|---|---|---|")
+    for target, measured, verdict in evaluate_targets(summary, servers):
+        lines.append("| %s | %s | %s |" % (target, measured, verdict))
+    notes = _notes(summary, servers)
+    if notes:
+        lines.append("")
+        lines += notes
+    return "\n".join(lines) + "\n"
+
+
+def _notes(summary, servers):
+    notes = []
+    for server in servers:
+        if not server.available:
+            notes.append("- %s: skipped (%s)" % (server.label, server.reason))
+        elif server.note:
+            notes.append("- %s: %s" % (server.label, server.note))
+    labels = {server.key: server.label for server in servers}
+    for scenario, by_server in summary.items():
+        for key, entry in by_server.items():
+            samples = entry["failed"] + entry["samples"]
+            if samples:
+                notes.append("- %s, %s: %d error(s), e.g. %s"
+                             % (scenario, labels.get(key, key),
+                                entry["errors"] + len(entry["failed"]),
+                                "; ".join(sorted(set(samples))[:2])[:300]))
+    return notes
+
+
+def evaluate_targets(summary, servers):
+    """Rows of (target, measured, PASS/FAIL/n/a) for the issue's targets."""
+    available = {server.key: server for server in servers}
+    rows = []
+
+    def value(scenario, key, metric):
+        return summary.get(scenario, {}).get(key, {}).get("median", {}).get(metric)
+
+    def clean(scenario, key):
+        entry = summary.get(scenario, {}).get(key)
+        return entry is not None and not entry["errors"] and not entry["failed"] \
+            and not entry["missing"]
+
+    def not_measured(key, scenario):
+        server = available.get(key)
+        if server is None or not server.available:
+            return "n/a: %s" % (server.reason if server else "unknown server")
+        if summary.get(scenario, {}).get(key) is None:
+            return "n/a: not run"
+        return "n/a: no value"
+
+    def ratio_row(target, scenario, key, metric, limit, higher_is_better, extra_ok=True,
+                  extra_text=""):
+        mine, base = value(scenario, key, metric), value(scenario, BASELINE, metric)
+        if mine is None or base in (None, 0):
+            rows.append((target, "—", not_measured(key if mine is None else BASELINE,
+                                                   scenario)))
+            return
+        ratio = mine / base
+        ok = (ratio >= limit if higher_is_better else ratio <= limit) and extra_ok
+        rows.append((target, "%.2f×%s" % (ratio, extra_text), "PASS" if ok else "FAIL"))
+
+    for key, label in (("lite", "smtpd_lite"), ("lite-cli", "smtpd_lite CLI")):
+        for scenario in ("a", "b", "c"):
+            ratio_row("%s: %s msg/s ≥ 2.0× aiosmtpd" % (scenario, label),
+                      scenario, key, "msg_per_s", 2.0, True)
+        ratio_row("d: %s msg/s ≥ 3.0× aiosmtpd, no errors or timeouts" % label,
+                  "d", key, "msg_per_s", 3.0, True, extra_ok=clean("d", key),
+                  extra_text="" if clean("d", key) else ", with errors")
+        ratio_row("50 MB: %s time ≤ 0.5× aiosmtpd" % label, "big", key, "seconds", 0.5, False)
+        _absolute_row(rows, "50 MB: %s (peak − idle RSS) ÷ size ≤ 1.5" % label,
+                      value("big", key, "mem_ratio"), 1.5, not_measured(key, "big"))
+    _absolute_row(rows, "50 MB: smtpd_lite data_as_file (peak − idle RSS) ÷ size ≤ 0.2",
+                  value("big", "lite-spool", "mem_ratio"), 0.2,
+                  not_measured("lite-spool", "big"))
+    for key, label in (("lite", "smtpd_lite"), ("lite-cli", "smtpd_lite CLI")):
+        greeted = value("idle", key, "greeted")
+        wanted = value("idle", key, "connections")
+        if greeted is None:
+            rows.append(("idle: %s greets all connections" % label, "—",
+                         not_measured(key, "idle")))
+        else:
+            rows.append(("idle: %s greets all connections" % label,
+                         "%d of %d" % (greeted, wanted),
+                         "PASS" if greeted >= wanted else "FAIL"))
+        ratio_row("idle: %s new-connection p99 ≤ aiosmtpd's" % label,
+                  "idle", key, "probe_p99_ms", 1.0, False)
+        _absolute_row(rows, "idle: %s RSS per idle connection ≤ 64 KB" % label,
+                      value("idle", key, "rss_per_conn_kb"), 64, not_measured(key, "idle"),
+                      unit=" KB")
+    single, multi = value("c", "lite-cli", "msg_per_s"), value("c", "lite-w2", "msg_per_s")
+    if single and multi:
+        rows.append(("c: --workers 2 ≥ 1.6× single-process CLI", "%.2f×" % (multi / single),
+                     "PASS" if multi / single >= 1.6 else "FAIL"))
+    else:
+        rows.append(("c: --workers 2 ≥ 1.6× single-process CLI", "—",
+                     not_measured("lite-w2" if single else "lite-cli", "c")))
+    return rows
+
+
+def _absolute_row(rows, target, measured, limit, reason, unit=""):
+    if measured is None:
+        rows.append((target, "—", reason))
+    else:
+        rows.append((target, ("%.2f" % measured) + unit, "PASS" if measured <= limit else "FAIL"))
+
+
+def git_revision(repo_dir):
+    try:
+        result = subprocess.run(["git", "-C", repo_dir, "rev-parse", "--short", "HEAD"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                universal_newlines=True, timeout=10)
+        return result.stdout.strip() or "no commit"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"

@@ -1,0 +1,3 @@
+module smtpdlite/bench/gosink
+
+go 1.19
