@@ -3,17 +3,28 @@
 With no arguments it is a debugging server on 127.0.0.1:8025 that prints
 each message.  Every server option of :mod:`smtpd_lite.options` is a flag of
 the same name with dashes (``max_size`` → ``--max-size``).
+
+Where messages go: ``--print`` (default), ``--maildir DIR``, ``--mbox FILE``,
+``--sink`` or ``--relay HOST:PORT`` (see :mod:`smtpd_lite.delivery`).
+
+The stdlib ``smtpd`` command line works too, served by :mod:`smtpd_lite.compat`::
+
+    python -m smtpd_lite -n -c DebuggingServer localhost:1025
+    python -m smtpd_lite -n -c PureProxy localhost:1025 mail.example.com:25
 """
 
 import argparse
+import importlib
 import logging
 import sys
 
-from . import __version__, delivery
+from . import __version__, compat, delivery
 from .options import OPTIONS
 from .server import parse_address, serve
 
 DEFAULT_LISTEN = "127.0.0.1:8025"
+DEFAULT_REMOTE = "localhost:25"     # the stdlib's PureProxy default
+STDLIB_CLASSES = ("DebuggingServer", "PureProxy")
 
 
 def build_parser():
@@ -22,19 +33,39 @@ def build_parser():
         description="A threaded SMTP server that prints, stores or discards the mail it receives.")
     parser.add_argument("address", nargs="?", metavar="HOST:PORT",
                         help="address to listen on (default %s)" % DEFAULT_LISTEN)
+    parser.add_argument("remote", nargs="?", metavar="REMOTEHOST:PORT",
+                        help="with -c PureProxy: where to relay (default %s)" % DEFAULT_REMOTE)
     parser.add_argument("--listen", metavar="HOST:PORT", help="address to listen on")
     parser.add_argument("--hostname", default="",
                         help="name in the greeting and Received header (default: system host name)")
     parser.add_argument("--appname", default="smtpd_lite",
                         help="software name in the greeting (default: smtpd_lite)")
-    where = parser.add_mutually_exclusive_group()
+    where = parser.add_argument_group("where messages go (one of)").add_mutually_exclusive_group()
     where.add_argument("--print", dest="destination", action="store_const", const="print",
                        help="print each message to standard output (default)")
+    where.add_argument("--maildir", metavar="DIR",
+                       help="store each message in the Maildir DIR (fsync'd before the 250)")
+    where.add_argument("--mbox", metavar="FILE",
+                       help="append each message to the mbox FILE (locked, fsync'd)")
     where.add_argument("--sink", dest="destination", action="store_const", const="sink",
                        help="accept and discard every message")
+    where.add_argument("--relay", metavar="HOST:PORT",
+                       help="forward each message to this SMTP server; its refusals are "
+                            "passed back to the client")
+    stdlib = parser.add_argument_group("the stdlib smtpd command line")
+    stdlib.add_argument("-c", "--class", dest="classname", metavar="CLASS",
+                        help="serve with this smtpd_lite.compat class: %s, or module.Class"
+                             % " or ".join(STDLIB_CLASSES))
+    stdlib.add_argument("-n", "--nosetuid", action="store_true",
+                        help="accepted and ignored (smtpd_lite never changes user)")
+    stdlib.add_argument("-s", "--size", type=int, metavar="LIMIT",
+                        help="largest message in octets (same as --max-size)")
+    stdlib.add_argument("-u", "--smtputf8", action="store_true",
+                        help="with -c: enable SMTPUTF8 (enable_SMTPUTF8=True)")
+    stdlib.add_argument("-d", "--debug", action="store_true", help="log everything (like -vv)")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log more (-v: sessions, -vv: debug)")
-    parser.add_argument("--version", action="version", version="smtpd_lite " + __version__)
+    parser.add_argument("-V", "--version", action="version", version="smtpd_lite " + __version__)
     options = parser.add_argument_group("server options")
     for option in OPTIONS:
         if option.cli:
@@ -61,8 +92,9 @@ def _add_option(group, option):
 def main(argv=None):
     parser = build_parser()
     arguments = parser.parse_args(argv)
+    verbosity = 2 if arguments.debug else min(arguments.verbose, 2)
     logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(arguments.verbose, 2)],
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][verbosity],
         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if arguments.log_protocol:
         logging.getLogger("smtpd_lite.protocol").setLevel(logging.DEBUG)
@@ -71,17 +103,78 @@ def main(argv=None):
         address = parse_address(listen)
     except ValueError as error:
         parser.error(str(error))
-    handler = delivery.SinkDelivery() if arguments.destination == "sink" \
-        else delivery.PrintDelivery()
     server_options = {option.name: getattr(arguments, option.name)
                       for option in OPTIONS if option.cli}
+    if arguments.size is not None:
+        server_options["max_size"] = arguments.size
     try:
+        if arguments.classname:
+            run_stdlib_form(parser, arguments, address, server_options)
+            return 0
+        if arguments.remote:
+            parser.error("a second address is the stdlib's PureProxy remote: add "
+                         "-c PureProxy, or use --relay HOST:PORT")
+        handler = make_delivery(parser, arguments)
         serve(address, handler, appname=arguments.appname, hostname=arguments.hostname,
               **server_options)
     except (OSError, ValueError) as error:
         print("smtpd_lite: %s" % error, file=sys.stderr)
         return 1
     return 0
+
+
+def make_delivery(parser, arguments):
+    """The message handler for the chosen destination."""
+    if arguments.maildir:
+        return delivery.MaildirDelivery(arguments.maildir)
+    if arguments.mbox:
+        return delivery.MboxDelivery(arguments.mbox)
+    if arguments.relay:
+        try:
+            host, port = parse_address(arguments.relay)
+        except ValueError as error:
+            parser.error("--relay: %s" % error)
+        return delivery.RelayDelivery(host, port)
+    if arguments.destination == "sink":
+        return delivery.SinkDelivery()
+    return delivery.PrintDelivery()
+
+
+def run_stdlib_form(parser, arguments, address, server_options):
+    """``-c CLASS [local [remote]]``: construct the class as the stdlib did, run compat.loop()."""
+    if arguments.destination or arguments.maildir or arguments.mbox or arguments.relay:
+        parser.error("-c replaces --print/--maildir/--mbox/--sink/--relay; use one or the other")
+    server_class = find_class(parser, arguments.classname)
+    try:
+        remote = parse_address(arguments.remote or DEFAULT_REMOTE)
+    except ValueError as error:
+        parser.error(str(error))
+    # Only what the user asked for goes beyond the stdlib's arguments, so a
+    # ported class with the stdlib's constructor signature keeps working.
+    extra = {name: value for name, value in server_options.items()
+             if value != parser.get_default(name) and name != "received_header"}
+    for name in ("hostname", "appname"):
+        if getattr(arguments, name) != parser.get_default(name):
+            extra[name] = getattr(arguments, name)
+    data_size_limit = extra.pop("max_size", compat.DATA_SIZE_DEFAULT)
+    server_class(address, remote, data_size_limit, enable_SMTPUTF8=arguments.smtputf8, **extra)
+    compat.loop()
+
+
+def find_class(parser, name):
+    """``DebuggingServer``, ``PureProxy`` or ``module.Class`` (a compat.SMTPServer subclass)."""
+    if "." in name:
+        module_name, _, class_name = name.rpartition(".")
+        try:
+            found = getattr(importlib.import_module(module_name), class_name, None)
+        except ImportError as error:
+            parser.error("-c %s: %s" % (name, error))
+    else:
+        found = getattr(compat, name) if name in STDLIB_CLASSES else None
+    if not (isinstance(found, type) and issubclass(found, compat.SMTPServer)):
+        parser.error("-c %s: not %s, or a subclass of smtpd_lite.compat.SMTPServer"
+                     % (name, " or ".join(STDLIB_CLASSES)))
+    return found
 
 
 if __name__ == "__main__":

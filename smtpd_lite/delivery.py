@@ -1,10 +1,27 @@
 """Where the command line puts messages: message handlers for ``python -m smtpd_lite``.
 
 Each class here is a ready-made handler ``(peer, mailfrom, rcpttos, data)``.
+The storing ones return only once the message is on disk (fsync'd), and the
+relay only once the next server has accepted it, so the client's ``250``
+always means the message is safe; any failure becomes an error reply, so
+nothing is lost silently.
 """
 
+import itertools
+import mailbox
+import os
+import smtplib
+import socket
 import sys
 import threading
+import time
+
+from .replies import SMTPError, is_enhanced_code
+
+try:
+    import fcntl
+except ImportError:     # not POSIX: MboxDelivery cannot lock
+    fcntl = None
 
 
 class PrintDelivery:
@@ -31,3 +48,244 @@ class SinkDelivery:
 
     def __call__(self, peer, mailfrom, rcpttos, data):
         return None
+
+
+def stored_form(mailfrom, rcpttos, data):
+    """The message as a mail store keeps it: envelope headers first, LF line ends.
+
+    ``Return-Path`` is what RFC 5321 §4.4 has the final delivery add;
+    ``X-RcptTo`` keeps the envelope recipients, which are nowhere else.
+    """
+    envelope = "Return-Path: <%s>\nX-RcptTo: %s\n" % (mailfrom, ", ".join(rcpttos))
+    return envelope.encode("utf-8") + data.replace(b"\r\n", b"\n")
+
+
+class MaildirDelivery:
+    """Store each message in a Maildir: written to ``tmp/``, fsync'd, renamed into ``new/``.
+
+    The directory is created if needed (with ``cur/``, ``new/``, ``tmp/``).
+    File names follow :class:`mailbox.Maildir` (``time.MusecPpidQn.host``), so
+    any Maildir reader, ``mailbox.Maildir`` included, can read the result.
+    """
+
+    def __init__(self, path):
+        self.path = os.path.abspath(path)
+        mailbox.Maildir(self.path, create=True)     # makes cur/, new/ and tmp/
+        self._counter = itertools.count(1)
+        self._counter_lock = threading.Lock()
+
+    def __call__(self, peer, mailfrom, rcpttos, data):
+        name = self.unique_name()
+        temporary = os.path.join(self.path, "tmp", name)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with open(descriptor, "wb") as stream:
+                stream.write(stored_form(mailfrom, rcpttos, data))
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.rename(temporary, os.path.join(self.path, "new", name))
+        except BaseException:
+            _remove(temporary)
+            raise
+        # The rename is durable only once the directory itself is on disk.
+        _fsync_directory(os.path.join(self.path, "new"))
+
+    def unique_name(self):
+        """``<seconds>.M<microseconds>P<pid>Q<counter>.<host>``, as mailbox.Maildir names."""
+        with self._counter_lock:
+            counter = next(self._counter)
+        now = time.time()
+        host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
+        return "%d.M%dP%dQ%d.%s" % (now, now % 1 * 1e6, os.getpid(), counter, host)
+
+
+class MboxDelivery:
+    """Append each message to an mbox file, locked with ``fcntl.lockf`` and fsync'd.
+
+    ``lockf`` is the lock :meth:`mailbox.mbox.lock` and most mail readers take,
+    so they never see half a message.  Lines starting with ``From `` become
+    ``>From `` (as :mod:`mailbox` writes them); a failed write is cut off
+    again so the file stays a valid mbox.
+    """
+
+    def __init__(self, path):
+        if fcntl is None:
+            raise OSError("mbox delivery needs fcntl (a POSIX system)")
+        self.path = os.path.abspath(path)
+        self._lock = threading.Lock()   # lockf does not exclude threads of one process
+
+    def __call__(self, peer, mailfrom, rcpttos, data):
+        entry = self.entry(mailfrom, rcpttos, data)
+        with self._lock, open(self.path, "ab") as stream:
+            fcntl.lockf(stream, fcntl.LOCK_EX)
+            try:
+                end = stream.seek(0, os.SEEK_END)
+                try:
+                    stream.write(entry)
+                    stream.flush()
+                    os.fsync(stream.fileno())
+                except BaseException:
+                    stream.truncate(end)
+                    raise
+            finally:
+                fcntl.lockf(stream, fcntl.LOCK_UN)
+
+    @staticmethod
+    def entry(mailfrom, rcpttos, data):
+        """The bytes appended for one message: From line, message, blank line."""
+        sender = "".join(mailfrom.split()) or "MAILER-DAEMON"
+        from_line = "From %s %s\n" % (sender, time.asctime(time.gmtime()))
+        message = stored_form(mailfrom, rcpttos, data)
+        if message.startswith(b"From "):
+            message = b">" + message
+        message = message.replace(b"\nFrom ", b"\n>From ")
+        if not message.endswith(b"\n"):
+            message += b"\n"
+        return from_line.encode("utf-8") + message + b"\n"
+
+
+class RelayDelivery:
+    """Forward each message to the SMTP server at ``host:port``, see :func:`relay`."""
+
+    def __init__(self, host, port=25, timeout=60):
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+
+    def __call__(self, peer, mailfrom, rcpttos, data, mail_params=None, rcpt_params=None):
+        relay(self.host, self.port, mailfrom, rcpttos, data, mail_params=mail_params,
+              rcpt_params=rcpt_params, timeout=self.timeout)
+
+
+def relay(host, port, mailfrom, rcpttos, data, *, mail_params=None, rcpt_params=None,
+          timeout=60):
+    """Send one message (``data``: bytes, CRLF line ends) on to ``host:port``.
+
+    All or nothing: if the next server refuses any recipient, the transaction
+    is abandoned and its refusal raised as :class:`~smtpd_lite.SMTPError`
+    (a 4xx one if any refusal was temporary), as are refusals of MAIL and
+    DATA; a server that cannot be reached gives ``451 4.4.1``.  BODY,
+    SMTPUTF8 and the DSN parameters are passed on where the next server
+    offers them.
+    """
+    mail_params = mail_params or {}
+    rcpt_params = rcpt_params or {}
+    client = smtplib.SMTP(timeout=timeout)
+    try:
+        _expect(client.connect(host, port), (220,))
+        client.ehlo_or_helo_if_needed()
+        _send(client, mailfrom, rcpttos, data, mail_params, rcpt_params)
+    except SMTPError:
+        raise
+    except smtplib.SMTPResponseException as error:
+        raise _refusal(error.smtp_code, error.smtp_error) from None
+    except (OSError, smtplib.SMTPException) as error:
+        raise SMTPError(451, "Error: relay host %s:%s unavailable (%s)" % (host, port, error),
+                        "4.4.1") from None
+    finally:
+        _quit(client)
+
+
+def _send(client, mailfrom, rcpttos, data, mail_params, rcpt_params):
+    binary = mail_params.get("BODY") == "BINARYMIME"
+    if binary and not (client.has_extn("binarymime") and client.has_extn("chunking")):
+        raise SMTPError(554, "Error: relay host does not accept binary messages", "5.6.3")
+    if mail_params.get("SMTPUTF8"):
+        if not client.has_extn("smtputf8"):
+            raise SMTPError(554, "Error: relay host does not support SMTPUTF8", "5.6.7")
+        client.command_encoding = "utf-8"
+    _expect(client.docmd("MAIL", "FROM:<%s>%s" % (mailfrom, _mail_options(client, mail_params))),
+            (250,))
+    refusals = []
+    for rcptto in rcpttos:
+        options = _rcpt_options(client, rcpt_params.get(rcptto, {}))
+        code, text = client.docmd("RCPT", "TO:<%s>%s" % (rcptto, options))
+        if code not in (250, 251):
+            refusals.append((code, text))
+    if refusals:
+        client.rset()
+        temporary = [refusal for refusal in refusals if 400 <= refusal[0] < 500]
+        raise _refusal(*(temporary or refusals)[0])
+    if binary:
+        client.putcmd("BDAT", "%d LAST" % len(data))
+        client.send(data)
+        _expect(client.getreply(), (250,))
+    else:
+        _expect(client.data(data), (250,))
+
+
+def _mail_options(client, params):
+    options = []
+    if params.get("BODY") and client.has_extn("8bitmime"):
+        options.append("BODY=" + params["BODY"])
+    if params.get("SMTPUTF8"):
+        options.append("SMTPUTF8")
+    if client.has_extn("dsn"):
+        if "RET" in params:
+            options.append("RET=" + params["RET"])
+        if "ENVID" in params:
+            options.append("ENVID=" + encode_xtext(params["ENVID"]))
+    return "".join(" " + option for option in options)
+
+
+def _rcpt_options(client, params):
+    if not client.has_extn("dsn"):
+        return ""
+    options = []
+    if "NOTIFY" in params:
+        options.append("NOTIFY=" + ",".join(params["NOTIFY"]))
+    if "ORCPT" in params:
+        address_type, _, address = params["ORCPT"].partition(";")
+        options.append("ORCPT=%s;%s" % (address_type, encode_xtext(address)))
+    return "".join(" " + option for option in options)
+
+
+def encode_xtext(text):
+    """RFC 3461 §4: ``+``, ``=``, controls, space and non-ASCII as ``+HH``."""
+    return "".join(char if "!" <= char <= "~" and char not in "+=" else
+                   "".join("+%02X" % octet for octet in char.encode("utf-8"))
+                   for char in text)
+
+
+def _expect(reply, codes):
+    code, text = reply
+    if code not in codes:
+        raise _refusal(code, text)
+
+
+def _refusal(code, text):
+    """The next server's refusal as our reply (its enhanced code kept)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = " ".join(text.split())
+    if not 400 <= code <= 599:
+        return SMTPError(451, "Error: relay host answered %s %s" % (code, text), "4.4.2")
+    first, _, rest = text.partition(" ")
+    if is_enhanced_code(first) and first[0] == str(code)[0]:
+        return SMTPError(code, rest or "Error: refused by relay host", first)
+    return SMTPError(code, text or "Error: refused by relay host")
+
+
+def _quit(client):
+    try:
+        if client.sock is not None:
+            client.quit()
+    except (OSError, smtplib.SMTPException):
+        pass
+    finally:
+        client.close()
+
+
+def _fsync_directory(path):
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -16,6 +16,7 @@ pytest users get the same object from the ``smtpd`` fixture.
 import contextlib
 import email
 import email.policy
+import socket
 import threading
 import time
 
@@ -48,6 +49,37 @@ class Message:
     def __repr__(self):
         return "<Message from %r to %r, %d octets>" % (self.mailfrom, self.rcpttos,
                                                         len(self.data))
+
+
+class CaptureServer(SMTPServer):
+    """The server behind :func:`capture`: it can end the sessions still open."""
+
+    def __init__(self, *args, **kwargs):
+        self._sessions = {}     # thread → client socket
+        self._sessions_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request_thread(self, request, client_address):
+        with self._sessions_lock:
+            self._sessions[threading.current_thread()] = request
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._sessions_lock:
+                del self._sessions[threading.current_thread()]
+
+    def end_sessions(self, timeout=5):
+        """Disconnect the clients still connected and wait for their threads."""
+        with self._sessions_lock:
+            sessions = list(self._sessions.items())
+        for _, request in sessions:
+            try:
+                request.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout
+        for thread, _ in sessions:
+            thread.join(max(deadline - time.monotonic(), 0))
 
 
 class Capture:
@@ -93,7 +125,8 @@ def capture(handler=None, **options):
     ``options`` pass through to :class:`~smtpd_lite.SMTPServer` (TLS, AUTH,
     limits).  With ``handler``, each message goes to it first and is recorded
     only if it returned normally; its result is the reply, as in the server.
-    The server is shut down and its socket closed on exit.
+    On exit the server is shut down, its socket closed, clients still
+    connected are disconnected, and no thread or socket is left behind.
     """
     holder = {}
 
@@ -108,7 +141,7 @@ def capture(handler=None, **options):
         holder["capture"].record(Message(peer, mailfrom, rcpttos, content, extras))
         return result
 
-    server = SMTPServer(("127.0.0.1", 0), record, **options)
+    server = CaptureServer(("127.0.0.1", 0), record, **options)
     thread = threading.Thread(target=server.serve_forever, name="smtpd_lite capture",
                               daemon=True)
     mail = holder["capture"] = Capture(server, thread)
@@ -117,8 +150,9 @@ def capture(handler=None, **options):
         yield mail
     finally:
         server.shutdown()
-        server.server_close()
         thread.join()
+        server.server_close()
+        server.end_sessions()
 
 
 def _accepted(function, extras):
