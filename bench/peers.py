@@ -41,7 +41,7 @@ def log(message):
 
 def _run(argv, timeout=600, **kwargs):
     return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          universal_newlines=True, timeout=timeout, **kwargs)
+                          text=True, timeout=timeout, **kwargs)
 
 
 def _tail(text, lines=6):
@@ -204,8 +204,8 @@ def probe_smtpd_lite(python):
     argv = [python, os.path.join(SINKS_DIR, "smtpd_lite_sink.py"), "--probe"]
     argv += ["%s=%s" % (name, json.dumps(value)) for name, value in API_OPTIONS_TO_PROBE.items()]
     try:
-        result = subprocess.run(argv, cwd=REPO_DIR, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+        result = subprocess.run(argv, cwd=REPO_DIR, env=env, capture_output=True,
+                                text=True, timeout=60)
         if result.returncode == 0:
             probe["api"] = json.loads(result.stdout.strip().splitlines()[-1])
         else:

@@ -5,13 +5,14 @@ measured in the same invocation; whether higher or lower is better depends
 on the row (msg/s: higher; time, latency, memory, CPU: lower).
 """
 
+import os
 import platform
 import statistics
 import subprocess
-import os
 import time
 
 BASELINE = "aiosmtpd"
+NO_RATIO = {"greeted"}
 
 # (scenario, metric, row label, number format)
 ROWS = [
@@ -93,8 +94,8 @@ def _cell(entry, metric, fmt, baseline_value, first_row):
     if value is None:
         return "failed" if entry["failed"] else "—"
     text = fmt.format(value)
-    if baseline_value not in (None, 0) and entry is not None:
-        text += " ({:.2f}×)".format(value / baseline_value)
+    if baseline_value not in (None, 0) and metric not in NO_RATIO:
+        text += f" ({value / baseline_value:.2f}×)"
     if first_row:
         problems = entry["errors"] + len(entry["failed"])
         if problems:
@@ -111,7 +112,8 @@ def render(results, scenarios, servers, meta, titles):
     lines.append("Date: %(date)s · machine: %(nproc)s cores, %(cpu)s, Linux %(kernel)s · "
                  "harness Python %(python)s" % meta["machine"])
     lines.append("Mode: %s, %d repetition(s), medians shown; ratio = value ÷ %s's value "
-                 "in this run." % (meta["mode"], meta["reps"], BASELINE))
+                 "in this run; smtpd_lite at %s." % (meta["mode"], meta["reps"], BASELINE,
+                                                     meta["revision"]))
     lines.append("")
     lines.append("| scenario | metric | " + " | ".join(s.label for s in used) + " |")
     lines.append("|---|---|" + "---:|" * len(used))
@@ -176,8 +178,10 @@ def evaluate_targets(summary, servers):
 
     def not_measured(key, scenario):
         server = available.get(key)
-        if server is None or not server.available:
-            return "n/a: %s" % (server.reason if server else "unknown server")
+        if server is None:
+            return "n/a: not selected"
+        if not server.available:
+            return "n/a: %s" % server.reason
         if summary.get(scenario, {}).get(key) is None:
             return "n/a: not run"
         return "n/a: no value"
@@ -239,10 +243,14 @@ def _absolute_row(rows, target, measured, limit, reason, unit=""):
 
 
 def git_revision(repo_dir):
+    """The commit measured, with "+changes" when smtpd_lite/ differs from it."""
     try:
-        result = subprocess.run(["git", "-C", repo_dir, "rev-parse", "--short", "HEAD"],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                universal_newlines=True, timeout=10)
-        return result.stdout.strip() or "no commit"
+        head = subprocess.run(["git", "-C", repo_dir, "rev-parse", "--short", "HEAD"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, timeout=10).stdout.strip()
+        changes = subprocess.run(["git", "-C", repo_dir, "status", "--porcelain", "--",
+                                  "smtpd_lite"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True, timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired):
         return "?"
+    return (head or "no commit") + ("+changes" if changes.strip() else "")

@@ -294,8 +294,7 @@ def python_load(server_process, threads, messages, size, time_limit, python):
     pid = server_process.pid
     cpu_before = procstat.cpu_seconds(pid)
     try:
-        result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                universal_newlines=True, timeout=time_limit + 30)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=time_limit + 30)
     except subprocess.TimeoutExpired:
         raise ScenarioError("the load generator did not stop in time")
     if result.returncode != 0:
