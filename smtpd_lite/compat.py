@@ -155,8 +155,8 @@ class SMTPServer:
             except UnicodeDecodeError:
                 raise SMTPError(554, "Error: message is not valid UTF-8", "5.6.0") from None
         else:
-            given = {"mail_options": list(mail_options), "rcpt_options": list(rcpt_options)}
-            kwargs = {name: given[name] for name in self._keywords}
+            given = (("mail_options", list(mail_options)), ("rcpt_options", list(rcpt_options)))
+            kwargs = {name: value for name, value in given if name in self._keywords}
         arguments = (peer, mailfrom or "<>", rcpttos, data)
         if not self.one_message_at_a_time:
             return self.process_message(*arguments, **kwargs)

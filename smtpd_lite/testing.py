@@ -16,7 +16,6 @@ pytest users get the same object from the ``smtpd`` fixture.
 import contextlib
 import email
 import email.policy
-import socket
 import threading
 import time
 
@@ -52,33 +51,32 @@ class Message:
 
 
 class CaptureServer(SMTPServer):
-    """The server behind :func:`capture`: it can end the sessions still open."""
+    """The server behind :func:`capture`; it also knows its session threads.
+
+    ``server_close()`` ends the sessions; :meth:`join_sessions` then waits
+    until their threads have closed their sockets and exited, so nothing is
+    left behind when the ``with`` block ends.
+    """
 
     def __init__(self, *args, **kwargs):
-        self._sessions = {}     # thread → client socket
-        self._sessions_lock = threading.Lock()
+        self._session_threads = set()
+        self._session_threads_lock = threading.Lock()
         super().__init__(*args, **kwargs)
 
     def process_request_thread(self, request, client_address):
-        with self._sessions_lock:
-            self._sessions[threading.current_thread()] = request
+        with self._session_threads_lock:
+            self._session_threads.add(threading.current_thread())
         try:
             super().process_request_thread(request, client_address)
         finally:
-            with self._sessions_lock:
-                del self._sessions[threading.current_thread()]
+            with self._session_threads_lock:
+                self._session_threads.discard(threading.current_thread())
 
-    def end_sessions(self, timeout=5):
-        """Disconnect the clients still connected and wait for their threads."""
-        with self._sessions_lock:
-            sessions = list(self._sessions.items())
-        for _, request in sessions:
-            try:
-                request.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    def join_sessions(self, timeout=5):
         deadline = time.monotonic() + timeout
-        for thread, _ in sessions:
+        with self._session_threads_lock:
+            threads = list(self._session_threads)
+        for thread in threads:
             thread.join(max(deadline - time.monotonic(), 0))
 
 
@@ -152,7 +150,7 @@ def capture(handler=None, **options):
         server.shutdown()
         thread.join()
         server.server_close()
-        server.end_sessions()
+        server.join_sessions()
 
 
 def _accepted(function, extras):

@@ -1,0 +1,116 @@
+"""Test support: servers in child processes (the CLI, the stdlib's smtpd on 3.11)."""
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on (for servers that cannot report theirs)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def environment(**extra):
+    """os.environ with this checkout importable and unbuffered output."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
+    return env
+
+
+def smtpd_lite_command(*arguments):
+    return [sys.executable, "-m", "smtpd_lite", *arguments]
+
+
+class ServerProcess:
+    """A child process whose stdout lines arrive on a queue; stopped on ``close()``."""
+
+    def __init__(self, argv, cwd=None):
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        env=environment(), cwd=cwd)
+        self.lines = queue.Queue()
+        self.stderr = []
+        self._readers = [threading.Thread(target=self._read, args=(self.process.stdout,
+                                                                   self.lines.put)),
+                         threading.Thread(target=self._read, args=(self.process.stderr,
+                                                                   self.stderr.append))]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream, put):
+        for line in iter(stream.readline, b""):
+            put(line.decode("utf-8", "replace"))
+        stream.close()
+
+    def line(self, timeout=10):
+        """The next line of standard output, without its line end."""
+        try:
+            return self.lines.get(timeout=timeout).rstrip("\n")
+        except queue.Empty:
+            raise AssertionError("no output within %ss; stderr: %s"
+                                 % (timeout, "".join(self.stderr))) from None
+
+    def output(self):
+        """Everything printed so far (call after the process ended)."""
+        lines = []
+        while not self.lines.empty():
+            lines.append(self.lines.get())
+        return "".join(lines)
+
+    def wait_listening(self, port, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.close()
+        raise AssertionError("server did not listen on port %d; stderr: %s"
+                             % (port, "".join(self.stderr)))
+
+    def stop(self, signum=signal.SIGTERM, timeout=10):
+        """Send ``signum``, wait for the exit, return the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            status = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            status = self.process.wait()
+        for reader in self._readers:
+            reader.join()
+        return status
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.kill()
+        self.stop()
+
+
+def start_cli(*arguments, cwd=None):
+    """``python -m smtpd_lite ARGUMENTS`` → (ServerProcess, port), once it listens.
+
+    ``"{address}"`` in ``arguments`` becomes ``127.0.0.1:PORT`` for a free
+    port; without it the address is the last argument.
+    """
+    port = free_port()
+    address = "127.0.0.1:%d" % port
+    if "{address}" not in arguments:
+        arguments += ("{address}",)
+    arguments = [address if argument == "{address}" else argument for argument in arguments]
+    server = ServerProcess(smtpd_lite_command(*arguments), cwd=cwd)
+    server.wait_listening(port)
+    return server, port
