@@ -26,7 +26,7 @@ exclude_patterns = ["_build", "examples"]
 templates_path = []
 language = "en"
 default_role = "code"
-highlight_language = "python3"
+highlight_language = "none"      # code blocks name their language
 pygments_style = "sphinx"
 
 autodoc_member_order = "bysource"
@@ -39,6 +39,7 @@ html_static_path = []
 html_theme_options = {
     "description": "A threaded, synchronous SMTP server for Python 3.8+",
     "fixed_sidebar": False,
+    "page_width": "1100px",
     "show_relbars": True,
 }
 html_sidebars = {"**": ["about.html", "navigation.html", "searchbox.html"]}

@@ -101,17 +101,17 @@ class OptionsTable(GeneratedDirective):
     def generate(self):
         from smtpd_lite.options import OPTIONS
 
-        lines = [".. list-table::", "   :header-rows: 1", "   :widths: 22 16 22 40", "",
-                 "   * - Option", "     - Default", "     - Command line", "     - Meaning"]
+        lines = [".. list-table::", "   :header-rows: 1", "   :widths: 30 14 56", "",
+                 "   * - Option and flag", "     - Default", "     - Meaning"]
         for option in OPTIONS:
             if option.kind == "choice":
                 kind = "one of " + ", ".join(escape(repr(choice)) for choice in option.choices)
             else:
                 kind = KIND_WORDS[option.kind]
             lines += ["   * - .. _option-%s:" % option.name, "",
-                      "       " + literal(option.name),
+                      "       " + literal(option.name), "",
+                      "       " + cli_flag(option),
                       "     - " + literal(repr(option.default)),
-                      "     - " + cli_flag(option),
                       "     - *%s.* %s" % (kind, escape(option.doc))]
         return lines
 
@@ -148,16 +148,15 @@ class RepliesTable(GeneratedDirective):
                           for index, (name, text) in enumerate(constants)
                           if text[0] in classes)
             lines += [".. rubric:: " + title, "",
-                      ".. list-table::", "   :header-rows: 1", "   :widths: 8 40 22 30", "",
-                      "   * - Code", "     - Reply", "     - Constant", "     - When"]
-            for code, _, name, text in rows:
+                      ".. list-table::", "   :header-rows: 1", "   :widths: 45 20 35", "",
+                      "   * - Reply", "     - Constant", "     - When"]
+            for _code, _index, name, text in rows:
                 if name not in when:
                     logger.warning("docs/replies: reply constant smtpd_lite.replies.%s has no "
                                    "'when' entry; add '%s: <when it is sent>' to the "
                                    "smtpd-replies directive in docs/replies.rst", name, name,
                                    location=self.get_location())
-                lines += ["   * - " + code, "     - " + literal(text),
-                          "     - " + literal(name)]
+                lines += ["   * - " + literal(text), "     - " + literal(name)]
                 entry = when.get(name, ["(not documented yet)"])
                 lines += ["     - " + entry[0]] + ["       " + more for more in entry[1:]]
             lines.append("")

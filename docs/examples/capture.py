@@ -1,4 +1,4 @@
-"""Testing code that sends mail: capture() records every message it receives."""
+"""Testing code that sends mail: capture() records what it receives."""
 
 import smtplib
 
@@ -9,7 +9,8 @@ def send_welcome(smtp_host, smtp_port, address):
     """The application code under test."""
     with smtplib.SMTP(smtp_host, smtp_port) as client:
         client.sendmail("noreply@example.org", [address],
-                        "Subject: Welcome!\r\n\r\nThanks for signing up.\r\n")
+                        "Subject: Welcome!\r\n\r\n"
+                        "Thanks for signing up.\r\n")
 
 
 def test_welcome_mail():

@@ -9,9 +9,10 @@ import smtpd_lite
 
 
 def handler(peer, mailfrom, rcpttos, data):
-    # In LMTP mode a dict gives each recipient its own reply; recipients
-    # left out of it are accepted.
-    return {"full@example.org": smtpd_lite.SMTPError(552, "Mailbox full", "5.2.2")}
+    # In LMTP mode a dict gives each recipient its own reply;
+    # recipients left out of it are accepted.
+    full = smtpd_lite.SMTPError(552, "Mailbox full", "5.2.2")
+    return {"full@example.org": full}
 
 
 socket_path = os.path.join(tempfile.mkdtemp(), "lmtp.sock")

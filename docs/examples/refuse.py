@@ -13,8 +13,8 @@ MAILBOXES = {"bob@example.org", "carol@example.org"}
 
 
 def known_recipient(peer, mailfrom, rcptto):
-    # Called for each RCPT TO.  A false result refuses that recipient with
-    # "550 5.1.1 <address>: Recipient address rejected".
+    # Called for each RCPT TO.  A false result refuses that recipient
+    # with "550 5.1.1 <address>: Recipient address rejected".
     return rcptto.lower() in MAILBOXES
 
 
@@ -25,7 +25,9 @@ def handler(peer, mailfrom, rcpttos, data):
     return None
 
 
-with smtpd_lite.SMTPServer(("127.0.0.1", 0), handler, rcpt_handler=known_recipient) as server:
+server = smtpd_lite.SMTPServer(("127.0.0.1", 0), handler,
+                               rcpt_handler=known_recipient)
+with server:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     host, port = server.server_address[:2]
 
@@ -33,7 +35,8 @@ with smtpd_lite.SMTPServer(("127.0.0.1", 0), handler, rcpt_handler=known_recipie
         client.ehlo()
         client.mail("alice@example.org")
         code, text = client.rcpt("nobody@example.org")
-        assert (code, text) == (550, b"5.1.1 <nobody@example.org>: Recipient address rejected")
+        assert code == 550
+        assert text.endswith(b"Recipient address rejected")
         client.rset()                   # abandon this transaction
 
         client.mail("alice@example.org")

@@ -1,4 +1,4 @@
-"""Send one message to the server of serve.py, with the standard library's smtplib."""
+"""Send one message to the server of serve.py, with smtplib."""
 
 import smtplib
 from email.message import EmailMessage
