@@ -8,7 +8,6 @@ nothing is lost silently.
 """
 
 import itertools
-import mailbox
 import os
 import smtplib
 import socket
@@ -65,12 +64,13 @@ class MaildirDelivery:
 
     The directory is created if needed (with ``cur/``, ``new/``, ``tmp/``).
     File names follow :class:`mailbox.Maildir` (``time.MusecPpidQn.host``), so
-    any Maildir reader, ``mailbox.Maildir`` included, can read the result.
+    any Maildir reader, :class:`mailbox.Maildir` included, can read the result.
     """
 
     def __init__(self, path):
         self.path = os.path.abspath(path)
-        mailbox.Maildir(self.path, create=True)     # makes cur/, new/ and tmp/
+        for folder in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(self.path, folder), mode=0o700, exist_ok=True)
         self._counter = itertools.count(1)
         self._counter_lock = threading.Lock()
 
@@ -241,9 +241,12 @@ def _rcpt_options(client, params):
 
 
 def encode_xtext(text):
-    """RFC 3461 §4: ``+``, ``=``, controls, space and non-ASCII as ``+HH``."""
-    return "".join(char if "!" <= char <= "~" and char not in "+=" else
-                   "".join("+%02X" % octet for octet in char.encode("utf-8"))
+    """RFC 3461 §4 xtext: ``+``, ``=``, space and controls as ``+HH``.
+
+    Non-ASCII characters stay as they are: they can only have arrived in a
+    SMTPUTF8 transaction, where RFC 6533 §3 allows them unencoded.
+    """
+    return "".join("+%02X" % ord(char) if char <= " " or char in "+=\x7f" else char
                    for char in text)
 
 

@@ -37,7 +37,9 @@ class Message:
         self.rcpttos = rcpttos
         self.data = data
         self.extras = extras
-        self.message = email.message_from_bytes(data, policy=email.policy.default)
+        # The email package works with "\n" line ends (policy.default.linesep).
+        self.message = email.message_from_bytes(data.replace(b"\r\n", b"\n"),
+                                                policy=email.policy.default)
 
     def __getattr__(self, name):
         try:
@@ -133,9 +135,9 @@ def capture(handler=None, **options):
         if handler is not None:
             result = handler(peer, mailfrom, rcpttos, data, **_accepted(handler, extras))
         content = data
-        if hasattr(data, "read"):
-            content = data.read()
+        if hasattr(data, "read"):       # data_as_file: the handler may have read it
             data.seek(0)
+            content = data.read()
         holder["capture"].record(Message(peer, mailfrom, rcpttos, content, extras))
         return result
 

@@ -1,0 +1,271 @@
+"""``python -m smtpd_lite``: destinations and the stdlib form, as real child processes."""
+
+import mailbox
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+
+import pytest
+from processes import ServerProcess, environment, free_port, smtpd_lite_command, start_cli
+
+from smtpd_lite import SMTPError
+from smtpd_lite.testing import capture
+
+STDLIB_PYTHON = "python3.11"
+MESSAGE = "From: a@example.com\r\nSubject: cli\r\n\r\nFrom the command line\r\n.dot\r\n"
+
+
+def send(port, message=MESSAGE, sender="a@example.com", recipients=("b@example.com",),
+         **options):
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        return client.sendmail(sender, list(recipients), message, **options)
+
+
+@pytest.fixture
+def cli():
+    """``cli(*arguments)`` → (ServerProcess, port); stopped with SIGTERM afterwards."""
+    started = []
+
+    def start(*arguments, cwd=None):
+        server, port = start_cli(*arguments, cwd=cwd)
+        started.append(server)
+        return server, port
+
+    yield start
+    for server in started:
+        server.close()
+
+
+def run(*arguments):
+    return subprocess.run(smtpd_lite_command(*arguments), capture_output=True, text=True,
+                          env=environment(), timeout=30)
+
+
+# -- the default: print ----------------------------------------------------------
+
+
+def test_print_is_the_default_and_exits_0_on_sigterm(cli):
+    server, port = cli("--no-received-header")
+    send(port)
+    assert server.line() == "---------- MESSAGE FOLLOWS ----------"
+    assert [server.line() for _ in range(3)] == [
+        "X-Peer: 127.0.0.1", "X-MailFrom: a@example.com", "X-RcptTo: b@example.com"]
+    assert server.stop(signal.SIGTERM) == 0
+
+
+def test_sink_accepts_and_prints_nothing(cli):
+    server, port = cli("--sink")
+    assert send(port) == {}
+    assert server.stop() == 0
+    assert server.output() == ""
+
+
+# -- the stdlib form ----------------------------------------------------------------
+
+
+def _stdlib_available():
+    try:
+        return subprocess.run([STDLIB_PYTHON, "-W", "ignore", "-c", "import smtpd"],
+                              capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+def debugging_server_output(argv, port):
+    """Start ``argv`` (a DebuggingServer on ``port``), send two messages, return stdout."""
+    server = ServerProcess(argv)
+    server.wait_listening(port)
+    lines = []
+    try:
+        send(port, mail_options=["BODY=8BITMIME"], recipients=["b@example.com", "c@example.com"])
+        send(port, "Subject: no body\r\n", sender="<>")
+        while lines.count("------------ END MESSAGE ------------") < 2:
+            lines.append(server.line())
+    finally:
+        assert server.stop(signal.SIGINT) in (0, -signal.SIGINT)
+    return "".join(line + "\n" for line in lines) + server.output()
+
+
+@pytest.mark.skipif(not _stdlib_available(), reason="python3.11 with stdlib smtpd not found")
+def test_debugging_server_prints_exactly_like_the_stdlib():
+    # The stdlib's command line set no size limit unless given -s; ours keeps
+    # its 32 MiB default, so the stdlib gets that limit too (SIZE= in options).
+    port = free_port()
+    expected = debugging_server_output(
+        [STDLIB_PYTHON, "-W", "ignore", "-m", "smtpd", "-n", "-c", "DebuggingServer",
+         "-s", "33554432", "127.0.0.1:%d" % port], port)
+    port = free_port()
+    printed = debugging_server_output(
+        smtpd_lite_command("-n", "-c", "DebuggingServer", "127.0.0.1:%d" % port), port)
+    assert "b'X-Peer: 127.0.0.1'" in expected     # the comparison is not vacuous
+    assert printed == expected
+
+
+def test_stdlib_form_debugging_server(cli):
+    server, port = cli("-n", "-c", "DebuggingServer")
+    send(port)
+    lines = [server.line() for _ in range(8)]
+    assert lines == ["---------- MESSAGE FOLLOWS ----------",
+                     "mail options: ['SIZE=%d']" % len(MESSAGE),
+                     "b'From: a@example.com'", "b'Subject: cli'", "b'X-Peer: 127.0.0.1'",
+                     "b''", "b'From the command line'", "b'.dot'"]
+    assert server.line() == "------------ END MESSAGE ------------"
+    assert server.stop(signal.SIGINT) == 0
+
+
+def test_stdlib_form_pure_proxy_relays(cli):
+    with capture() as upstream:
+        server, port = cli("-n", "-c", "PureProxy", "{address}",
+                           "127.0.0.1:%d" % upstream.port)
+        send(port, recipients=["x@example.com", "y@example.com"])
+        (message,) = upstream.wait_for(1)
+    assert message.rcpttos == ["x@example.com", "y@example.com"]
+    assert message.message["X-Peer"] == "127.0.0.1"
+    assert message.message["Subject"] == "cli"
+
+
+REFUSER = '''
+from smtpd_lite import compat
+
+
+class Refuser(compat.SMTPServer):
+    def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
+        return "550 5.7.1 We do not want it"
+'''
+
+
+def test_stdlib_form_loads_module_dot_class(cli, tmp_path):
+    (tmp_path / "refuser.py").write_text(REFUSER)
+    server, port = cli("-n", "-c", "refuser.Refuser", cwd=str(tmp_path))
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(port)
+    assert refused.value.smtp_code == 550
+    assert refused.value.smtp_error == b"5.7.1 We do not want it"
+
+
+@pytest.mark.parametrize("arguments, complaint", [
+    (["-c", "NoSuchServer"], "NoSuchServer"),
+    (["-c", "SMTPServer"], "SMTPServer"),
+    (["-c", "os.path"], "os.path"),
+    (["-c", "no_such_module.Server"], "no_such_module"),
+    (["-c", "DebuggingServer", "--maildir", "x"], "-c replaces"),
+    (["127.0.0.1:1", "127.0.0.1:2"], "-c PureProxy"),
+    (["--relay", "host:port"], "--relay"),
+    (["--print", "--sink"], "not allowed with"),
+])
+def test_usage_errors_exit_2(arguments, complaint):
+    result = run(*arguments)
+    assert result.returncode == 2
+    assert complaint in result.stderr
+
+
+def test_version():
+    for flag in ("--version", "-V"):
+        result = run(flag)
+        assert result.returncode == 0 and result.stdout.startswith("smtpd_lite ")
+
+
+def test_listen_error_exits_1():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run("127.0.0.1:%d" % taken.getsockname()[1])
+    assert result.returncode == 1
+    assert result.stderr.startswith("smtpd_lite: ")
+
+
+# -- Maildir and mbox ------------------------------------------------------------------
+
+
+def test_maildir_message_survives_kill_9_right_after_the_250(cli, tmp_path):
+    maildir = tmp_path / "Maildir"
+    server, port = cli("--maildir", str(maildir))
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+        server.process.send_signal(signal.SIGKILL)
+    assert server.process.wait(10) == -signal.SIGKILL
+    messages = list(mailbox.Maildir(str(maildir), create=False))
+    assert len(messages) == 1
+    assert messages[0]["Subject"] == "cli"
+    assert messages[0]["Return-Path"] == "<a@example.com>"
+    assert messages[0]["Received"] is not None
+    assert messages[0].get_payload() == "From the command line\n.dot\n"
+    assert os.listdir(maildir / "tmp") == []
+
+
+def test_mbox(cli, tmp_path):
+    path = tmp_path / "mail.mbox"
+    server, port = cli("--mbox", str(path))
+    send(port)
+    send(port, "Subject: second\r\n\r\nx\r\n", sender="")
+    assert server.stop() == 0
+    first, second = mailbox.mbox(str(path), create=False)
+    assert first["Subject"] == "cli"
+    assert first.get_payload() == ">From the command line\n.dot\n"
+    assert first.get_from().startswith("a@example.com ")
+    assert second["Subject"] == "second"
+    assert second.get_from().startswith("MAILER-DAEMON ")
+
+
+# -- relay -------------------------------------------------------------------------------
+
+
+def test_relay_to_a_second_instance(cli, tmp_path):
+    maildir = tmp_path / "Maildir"
+    _, upstream_port = cli("--maildir", str(maildir))
+    _, port = cli("--relay", "127.0.0.1:%d" % upstream_port)
+    send(port, recipients=["x@example.com", "y@example.com"])
+    (message,) = mailbox.Maildir(str(maildir), create=False)
+    assert message["X-RcptTo"] == "x@example.com, y@example.com"
+    assert len(message.get_all("Received")) == 2
+    assert message["Subject"] == "cli"
+
+
+def test_relay_passes_back_an_upstream_550(cli, tmp_path):
+    (tmp_path / "refuser.py").write_text(REFUSER)
+    _, upstream_port = cli("-n", "-c", "refuser.Refuser", cwd=str(tmp_path))
+    _, port = cli("--relay", "127.0.0.1:%d" % upstream_port)
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(port)
+    assert refused.value.smtp_code == 550
+    assert refused.value.smtp_error == b"5.7.1 We do not want it"
+
+
+def test_relay_passes_back_upstream_recipient_refusals(cli):
+    def rcpt_handler(peer, mailfrom, rcptto):
+        return rcptto != "nobody@example.com"
+
+    with capture(rcpt_handler=rcpt_handler) as upstream:
+        _, port = cli("--relay", "127.0.0.1:%d" % upstream.port)
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            send(port, recipients=["b@example.com", "nobody@example.com"])
+        assert upstream.messages == []
+    assert refused.value.smtp_code == 550
+    assert refused.value.smtp_error.startswith(b"5.1.1 <nobody@example.com>")
+
+
+def test_relay_host_down_is_451(cli):
+    _, port = cli("--relay", "127.0.0.1:%d" % free_port())
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(port)
+    assert refused.value.smtp_code == 451
+
+
+def test_relay_target_refusing_the_whole_session(cli):
+    def refuse(peer, mailfrom, rcpttos, data):
+        raise SMTPError(554, "Transaction failed", "5.3.0")
+
+    with capture(refuse) as upstream:
+        _, port = cli("--relay", "127.0.0.1:%d" % upstream.port)
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            send(port)
+    assert refused.value.smtp_code == 554
+
+
+def test_main_is_importable_without_side_effects():
+    result = subprocess.run([sys.executable, "-c", "import smtpd_lite.__main__"],
+                            capture_output=True, env=environment(), timeout=30)
+    assert result.returncode == 0 and result.stdout == b""
