@@ -127,6 +127,32 @@ def test_stdlib_form_pure_proxy_relays(cli):
     assert message.message["Subject"] == "cli"
 
 
+def ehlo_features(port):
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo()
+        return client.esmtp_features
+
+
+def test_stdlib_flags_size_and_smtputf8(cli):
+    _, port = cli("-n", "-c", "DebuggingServer", "-s", "1000", "-u")
+    features = ehlo_features(port)
+    assert features["size"] == "1000" and "smtputf8" in features
+    _, port = cli("-n", "-c", "DebuggingServer")
+    features = ehlo_features(port)
+    assert features["size"] == "33554432" and "smtputf8" not in features
+    _, port = cli("-n", "-s", "500")
+    assert ehlo_features(port)["size"] == "500"
+
+
+def test_stdlib_form_takes_server_options(cli):
+    _, port = cli("-n", "-c", "DebuggingServer", "--max-recipients", "1")
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo()
+        client.mail("a@example.com")
+        assert client.rcpt("b@example.com")[0] == 250
+        assert client.rcpt("c@example.com")[0] == 452
+
+
 REFUSER = '''
 from smtpd_lite import compat
 
