@@ -88,6 +88,9 @@ def parse_args(argv):
                         help="prepare the cached peers and tools, then stop")
     parser.add_argument("--update-readme", action="store_true",
                         help="write the table into bench/README.md's Latest results")
+    parser.add_argument("--render", metavar="RESULTS_JSON",
+                        help="do not run: print the table of a saved run (bench/.cache/"
+                             "results/*.json), for the servers picked with --servers")
     args = parser.parse_args(argv)
     args.scenarios = _subset(parser, args.scenarios, SCENARIO_ORDER, "scenario")
     args.servers = _subset(parser, args.servers, SERVER_ORDER, "server")
@@ -171,8 +174,24 @@ def update_readme(markdown):
         readme_file.write(text)
 
 
+def render_saved(path, server_keys):
+    with open(path) as raw:
+        saved = json.load(raw)
+    servers = [peers.Server(key, info["label"], reason=info["reason"], note=info.get("note", ""))
+               for key, info in saved["servers"].items() if key in server_keys]
+    servers.sort(key=lambda server: SERVER_ORDER.index(server.key))
+    scenarios_run = [scenario for scenario in SCENARIO_ORDER if scenario in saved["results"]]
+    return report.render(saved["results"], scenarios_run, servers, saved["meta"], TITLES)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.render:
+        markdown = render_saved(args.render, args.servers)
+        print(markdown)
+        if args.update_readme:
+            update_readme(markdown)
+        return 0
     mode = "quick" if args.quick else "full"
     params = scaled(PARAMS[mode], args.scale)
     params["reps"] = args.reps or params["reps"]
@@ -233,7 +252,8 @@ def main(argv=None):
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with open(os.path.join(results_dir, stamp + ".json"), "w") as raw:
         json.dump({"meta": meta, "results": results,
-                   "servers": {s.key: {"label": s.label, "reason": s.reason} for s in servers}},
+                   "servers": {s.key: {"label": s.label, "reason": s.reason, "note": s.note}
+                               for s in servers}},
                   raw, indent=1)
     with open(os.path.join(results_dir, stamp + ".md"), "w") as table:
         table.write(markdown)

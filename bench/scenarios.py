@@ -129,7 +129,8 @@ def smtp_source(tools, port, sessions, messages, reuse, size, time_limit):
     counts = [chunk for chunk in out.decode("ascii", "replace").replace("\n", "\r").split("\r")
               if chunk.strip().isdigit()]
     delivered = int(counts[-1]) if counts else 0
-    problems = [line for line in err.decode("utf-8", "replace").splitlines() if line.strip()]
+    problems = [line.replace(tools.smtp_source, "smtp-source")
+                for line in err.decode("utf-8", "replace").splitlines() if line.strip()]
     if process.returncode not in (0, None) and not timed_out and not problems:
         problems.append("smtp-source exited with %s" % process.returncode)
     return delivered, elapsed, problems, timed_out
@@ -140,7 +141,9 @@ def throughput(server_process, tools, sessions, messages, reuse, size, time_limi
     if tools is None:
         raise ScenarioError("smtp-source is not available")
     pid, port = server_process.pid, server_process.port
-    smtp_source(tools, port, min(sessions, 10), warmup_messages, reuse, size, time_limit)
+    # A short warm-up: first-use code paths, thread start-up, caches.
+    smtp_source(tools, port, min(sessions, 4), warmup_messages, reuse, size,
+                min(time_limit, 10.0))
     time.sleep(0.2)
     procstat.reset_peak_rss(pid)
     rss_idle = procstat.rss_bytes(pid)
