@@ -36,6 +36,8 @@ class Connection:
         self.buffer = bytearray()
         self._output = []
         self._deadline = None
+        self._data_phase = False
+        self._min_data_rate = 0
 
     # -- deadlines ---------------------------------------------------------
 
@@ -43,6 +45,31 @@ class Connection:
         """Start the clock for the next whole command or data chunk."""
         seconds = self.timeout if seconds is None else seconds
         self._deadline = time.monotonic() + seconds if seconds else None
+
+    def start_data_phase(self, min_data_rate=0):
+        """Deadlines for message content (DATA, BDAT) until :meth:`end_data_phase`.
+
+        Without a minimum rate, each received line restarts the clock.  With
+        one, every octet buys ``1 / min_data_rate`` seconds on top of the
+        first ``timeout`` (as Postfix's smtpd_min_data_rate), never more
+        than ``timeout`` ahead, so a client slower than the rate runs out.
+        """
+        self.start_deadline()
+        self._data_phase = True
+        self._min_data_rate = min_data_rate
+
+    def end_data_phase(self):
+        self._data_phase = False
+
+    def _progress(self, data):
+        if self._deadline is None:
+            return
+        if self._min_data_rate:
+            now = time.monotonic()
+            self._deadline = min(self._deadline + len(data) / self._min_data_rate,
+                                 now + self.timeout)
+        elif b"\n" in data:
+            self.start_deadline()
 
     def _recv(self, size):
         self.flush()
@@ -59,6 +86,8 @@ class Connection:
             raise ClientGone(error) from None
         if not data:
             raise ClientGone("connection closed by client")
+        if self._data_phase:
+            self._progress(data)
         return data
 
     # -- reading -------------------------------------------------------------

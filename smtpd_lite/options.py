@@ -22,13 +22,26 @@ OPTIONS = (
     _option("max_recipients", "count", 100,
             "Recipients per message; more get 452 4.5.3 (earlier ones are kept). "
             "0 means unlimited."),
+    _option("max_connections", "count", 100,
+            "Simultaneous sessions; more get 421 4.7.0 and are closed at once. 0 means unlimited."),
+    _option("max_connections_per_ip", "count", 0,
+            "Simultaneous sessions from one client address; more get 421 4.7.0. 0 means off."),
     _option("request_queue_size", "count", 1024,
             "Listen backlog (socketserver's name; its default of 5 fails under load)."),
     _option("max_line_length", "size", 1000,
             "Longest message line in octets including CRLF (RFC 5321 minimum); longer lines "
             "get 500 5.5.2 after end-of-data. 0 means unlimited."),
     _option("timeout", "seconds", 300,
-            "Seconds to receive one whole command or data chunk; expiry gets 421 4.4.2 and close."),
+            "Seconds to receive one whole command or data line (not per recv, so a trickle "
+            "cannot hold a session); expiry gets 421 4.4.2 and close. 0 means no limit."),
+    _option("min_data_rate", "count", 0,
+            "Octets per second a client must keep up during DATA and BDAT, beyond a grace of "
+            "timeout seconds; slower clients get 421 4.4.2. 0 means off."),
+    _option("handler_timeout", "seconds", 120,
+            "Seconds the message handler may run before the client gets 451 4.3.0 (the handler "
+            "keeps running; a late result is logged as a possible duplicate). 0 means no limit."),
+    _option("shutdown_timeout", "seconds", 30,
+            "Seconds server_close() lets sessions in a transaction finish before closing them."),
     _option("max_errors", "count", 10,
             "Protocol errors before 421 4.7.0 and close. 0 means unlimited."),
     _option("bare_eol", "choice", "reject",

@@ -4,6 +4,8 @@ The usual socketserver life cycle applies: ``serve_forever()``,
 ``shutdown()``, ``server_close()``, and use as a context manager.
 """
 
+import collections
+import errno
 import logging
 import os
 import signal
@@ -11,14 +13,20 @@ import socket
 import socketserver
 import stat
 import threading
+import time
 
-from . import callbacks
+from . import callbacks, replies
 from . import options as options_table
 from .session import SMTPSession
+from .watchdog import Watchdog
 
 logger = logging.getLogger("smtpd_lite")
 
 DEFAULT_PORT = 25
+
+# accept() failures that mean "out of resources": back off instead of spinning.
+_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_MAX_ACCEPT_BACKOFF = 1.0
 
 
 def parse_address(address):
@@ -70,6 +78,13 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         self.appname = appname or "smtpd"
         self.hostname = hostname or socket.gethostname()
         self.request_queue_size = self.settings.request_queue_size
+        self.watchdog = Watchdog()
+        self._sessions = set()
+        self._connections = 0
+        self._per_address = collections.Counter()
+        self._sessions_changed = threading.Condition()
+        self._closing = False
+        self._accept_backoff = 0.0
         self._dual_stack = False
         if isinstance(server_address, (str, bytes, os.PathLike)):
             self.address_family = socket.AF_UNIX
@@ -98,10 +113,109 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         if self.address_family == socket.AF_INET6:
             self.server_address = self.server_address[:2]
 
+    def get_request(self):
+        try:
+            request = super().get_request()
+        except OSError as error:
+            if error.errno in _RESOURCE_ERRORS:
+                # The pending connection keeps the listener readable, so
+                # without a pause the accept loop would spin a core.
+                self._accept_backoff = min(max(self._accept_backoff * 2, 0.01),
+                                           _MAX_ACCEPT_BACKOFF)
+                logger.error("accept failed (%s); pausing %.2f s", error, self._accept_backoff)
+                time.sleep(self._accept_backoff)
+            raise
+        self._accept_backoff = 0.0
+        return request
+
+    def process_request(self, request, client_address):
+        """Start a session thread, or answer 421 at once when full or closing."""
+        limit = self.settings.max_connections
+        with self._sessions_changed:
+            refused = self._closing or (limit and self._connections >= limit)
+            if not refused:
+                self._connections += 1
+        if refused:
+            reply = replies.SHUTTING_DOWN if self._closing else replies.TOO_MANY_CONNECTIONS
+            logger.warning("refusing %s: %s", client_address,
+                           "shutting down" if self._closing else "too many connections")
+            self.refuse(request, reply)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:       # no thread could be started
+            self._release_connection()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release_connection()
+
+    def _release_connection(self):
+        with self._sessions_changed:
+            self._connections -= 1
+
+    def refuse(self, request, reply):
+        """Send one reply without blocking, then close (no thread needed)."""
+        try:
+            request.setblocking(False)
+            request.send(reply.format(hostname=self.hostname).encode() + b"\r\n")
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    # -- sessions, for per-address limits and graceful shutdown ---------------
+
+    def add_session(self, session):
+        with self._sessions_changed:
+            self._sessions.add(session)
+
+    def admit(self, session):
+        """Count ``session`` against its client address; False if over the limit."""
+        limit = self.settings.max_connections_per_ip
+        address = session.peer[0]
+        with self._sessions_changed:
+            if limit and self._per_address[address] >= limit:
+                return False
+            self._per_address[address] += 1
+            session.admitted = True
+            return True
+
+    def remove_session(self, session):
+        with self._sessions_changed:
+            self._sessions.discard(session)
+            if getattr(session, "admitted", False):
+                self._per_address[session.peer[0]] -= 1
+                if not self._per_address[session.peer[0]]:
+                    del self._per_address[session.peer[0]]
+            self._sessions_changed.notify_all()
+
     def server_close(self):
+        """Close the listener and drain the sessions (design.md §5).
+
+        Idle sessions get ``421 4.3.2`` at once; sessions inside a transaction
+        may finish within ``shutdown_timeout`` (their 250 is still sent, then
+        421); whatever is left is then closed.  Never waits longer than that.
+        """
+        with self._sessions_changed:
+            self._closing = True
+            sessions = list(self._sessions)
         super().server_close()
         if self.address_family == socket.AF_UNIX:
             _remove_stale_socket(self.server_address)
+        for session in sessions:
+            session.stop()
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        with self._sessions_changed:
+            while self._sessions and time.monotonic() < deadline:
+                self._sessions_changed.wait(deadline - time.monotonic())
+            left = list(self._sessions)
+        for session in left:
+            logger.warning("closing session with %s after shutdown_timeout", session.peer)
+            session.abort()
+        self.watchdog.stop()
 
     def handle_error(self, request, client_address):
         # socketserver prints tracebacks to stderr; ours go to the logger.

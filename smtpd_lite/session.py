@@ -13,6 +13,7 @@ import os
 import socket
 import socketserver
 import tempfile
+import threading
 
 from . import callbacks, grammar, received, replies
 from .connection import ClientGone, Connection, LineTooLong, SessionTimeout
@@ -48,10 +49,22 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.tls = False
         self.auth_user = None
         self._reverse_name = None
+        # Shared with the server's and the watchdog's threads, under _state_lock.
+        self._state_lock = threading.Lock()
+        self._idle = False          # waiting for a command
+        self._stopping = False      # the server is shutting down
+        self._stopped = False       # ... and woke us from an idle wait
+        self.admitted = False
         self.reset_transaction()
+        server.add_session(self)
 
     def handle(self):
         try:
+            if not self.server.admit(self):
+                logger.warning("%s: too many connections from this address",
+                               _format_peer(self.peer))
+                self.send_final(replies.TOO_MANY_CONNECTIONS.format(hostname=self.hostname))
+                return
             self.greet()
             while not self.closing:
                 self.handle_command()
@@ -60,10 +73,31 @@ class SMTPSession(socketserver.StreamRequestHandler):
             logger.info("%s: timeout", _format_peer(self.peer))
             self.send_final(replies.TIMEOUT.format(hostname=self.hostname))
         except ClientGone as error:
-            logger.debug("%s: connection lost: %s", _format_peer(self.peer), error)
+            if self._stopped:
+                self.send_final(replies.SHUTTING_DOWN.format(hostname=self.hostname))
+            else:
+                logger.debug("%s: connection lost: %s", _format_peer(self.peer), error)
 
     def finish(self):
         self.discard_transaction()
+        self.server.remove_session(self)
+
+    # -- shutdown, called from the server's thread ------------------------------
+
+    def stop(self):
+        """Ask the session to end: now if idle, else after its transaction."""
+        with self._state_lock:
+            self._stopping = True
+            if not self._idle:
+                return
+            self._stopped = True
+        # Wake the blocked read with end-of-file; the session's own thread then
+        # sends 421, so no two threads ever write (or TLS-encrypt) at once.
+        _shutdown_socket(self.request, socket.SHUT_RD)
+
+    def abort(self):
+        """End the session now, whatever it is doing (shutdown_timeout passed)."""
+        _shutdown_socket(self.request, socket.SHUT_RDWR)
 
     # -- the command loop ---------------------------------------------------
 
@@ -73,12 +107,26 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def handle_command(self):
         """Read one command line and dispatch it through the verb table."""
+        self.conn.flush()
+        # Between commands a session is idle, even with an envelope: nothing
+        # has been acknowledged, so a 421 now loses nothing (the client
+        # retries).  Busy means receiving message content or in the handler.
+        with self._state_lock:
+            if self._stopping:
+                self.send_final(replies.SHUTTING_DOWN.format(hostname=self.hostname))
+                return
+            self._idle = True
         self.conn.start_deadline()
         try:
             raw = self.conn.read_line(COMMAND_LINE_LIMIT)
         except LineTooLong:
             self.protocol_error(replies.LINE_TOO_LONG)
             return
+        finally:
+            with self._state_lock:
+                self._idle = False
+        if self._stopped:
+            raise ClientGone("server shutting down")
         if self.trace:
             protocol_logger.debug("%s < %r", _format_peer(self.peer), raw)
         if not raw.endswith(b"\r\n"):
@@ -351,18 +399,16 @@ class SMTPSession(socketserver.StreamRequestHandler):
         assembler = DataAssembler(sink, max_size=self.settings.max_size,
                                   max_line_length=self.settings.max_line_length,
                                   bare_eol=self.settings.bare_eol)
+        self.conn.start_data_phase(self.settings.min_data_rate)
         try:
-            self.conn.start_deadline()
-            while True:
-                chunk = self.conn.read_some()
-                rest = assembler.feed(chunk)
-                if rest is not None:
-                    break
-                if b"\n" in chunk:      # each line restarts the data-chunk clock
-                    self.conn.start_deadline()
+            rest = None
+            while rest is None:
+                rest = assembler.feed(self.conn.read_some())
         except BaseException:
             sink.close()
             raise
+        finally:
+            self.conn.end_data_phase()
         self.conn.unread(rest)
         error = assembler.error
         if error is not None:
@@ -382,9 +428,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
         size, last = int(words[0]), len(words) == 2
         # RFC 3030 §3: the chunk is always read, whatever the answer, so the
         # client's next command is read in step.
-        self.conn.start_deadline()
         if self.mailfrom is None or not self.rcpttos:
-            self.conn.read_exact(size, _discard)
+            self.read_chunk(size, _discard)
             self.protocol_error(replies.NEED_MAIL if self.mailfrom is None else replies.NEED_RCPT)
             return
         if self.bdat is None:
@@ -392,17 +437,24 @@ class SMTPSession(socketserver.StreamRequestHandler):
         sink, total = self.bdat
         total += size
         if self.settings.max_size and total > self.settings.max_size:
-            self.conn.read_exact(size, _discard)
+            self.read_chunk(size, _discard)
             self.discard_transaction()
             self.reply(replies.SIZE_EXCEEDED)
             return
-        self.conn.read_exact(size, sink.write)
+        self.read_chunk(size, sink.write)
         self.bdat = (sink, total)
         if not last:
             self.reply(replies.CHUNK_RECEIVED.format(size=size))
             return
         self.bdat = None
         self.deliver(sink)
+
+    def read_chunk(self, size, write):
+        self.conn.start_data_phase(self.settings.min_data_rate)
+        try:
+            self.conn.read_exact(size, write)
+        finally:
+            self.conn.end_data_phase()
 
     def new_message(self):
         """A sink for the next message, starting with the Received header."""
@@ -444,6 +496,13 @@ class SMTPSession(socketserver.StreamRequestHandler):
         queued = replies.QUEUED.format(queue_id=self.queue_id)
         extras = {name: getattr(self, name) for name in self.server.handler_extras}
         rcpttos = self.rcpttos
+        answers = len(rcpttos) if self.settings.lmtp else 1
+        self.conn.flush()           # the watchdog may write while we are in the handler
+        self._overdue = False
+        watch = None
+        if self.settings.handler_timeout:
+            watch = self.server.watchdog.watch(
+                self.settings.handler_timeout, lambda: self._handler_overdue(answers))
         try:
             result = self.server.handler(self.peer, self.mailfrom, list(rcpttos), data, **extras)
         except replies.SMTPError as error:
@@ -455,6 +514,15 @@ class SMTPSession(socketserver.StreamRequestHandler):
         finally:
             sink.close()
             self.discard_transaction()
+            if watch is not None:
+                self.server.watchdog.cancel(watch)
+        with self._state_lock:          # waits for a watchdog write in progress
+            overdue = self._overdue
+            self._overdue = None
+        if overdue:
+            logger.error("message handler returned %r after the client was told 451: "
+                         "possible duplicate (queue id %s)", result, self.queue_id)
+            return
         if not self.settings.lmtp:
             self.reply(callbacks.result_reply(result, queued, "message handler"))
             return
@@ -463,9 +531,30 @@ class SMTPSession(socketserver.StreamRequestHandler):
             outcome = result.get(rcptto) if isinstance(result, dict) else result
             self.reply(callbacks.result_reply(outcome, queued, "message handler"))
 
+    def _handler_overdue(self, answers):
+        """Watchdog thread: answer 451 for a handler that is still running."""
+        with self._state_lock:
+            if self._overdue is not False:     # the handler returned meanwhile
+                return
+            self._overdue = True
+            logger.error("message handler still running after %s s; answering 451 "
+                         "(queue id %s)", self.settings.handler_timeout, self.queue_id)
+            try:
+                self.request.sendall(
+                    (replies.LOCAL_ERROR + "\r\n").encode() * answers)
+            except OSError:
+                pass
+
 
 def _discard(data):
     pass
+
+
+def _shutdown_socket(sock, how):
+    try:
+        sock.shutdown(how)
+    except OSError:
+        pass
 
 
 def _peer(client_address):

@@ -1,0 +1,352 @@
+"""Connection limits, deadlines, handler timeout, graceful shutdown, resource hygiene."""
+
+import os
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from wire import RawClient
+
+from smtpd_lite import SMTPServer
+from smtpd_lite.testing import capture
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def greeted(server):
+    client = RawClient(server.host, server.port)
+    return client, client.reply()
+
+
+def wait_until(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def rss_kib():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+# -- connection limits -----------------------------------------------------------
+
+@pytest.mark.parametrize("option", ["max_connections", "max_connections_per_ip"])
+def test_connection_limit(option):
+    with capture(**{option: 3}) as mail:
+        clients = [greeted(mail)[0] for _ in range(3)]
+        started = time.monotonic()
+        extra, reply = greeted(mail)
+        assert reply == "421 4.7.0 %s Error: too many connections" % mail.server.hostname
+        assert time.monotonic() - started < 1
+        assert extra.closed()
+        for client in clients:                              # others undisturbed
+            assert client.command("NOOP") == "250 2.0.0 Ok"
+        clients.pop().command("QUIT")
+        assert wait_until(lambda: greeted(mail)[1].startswith("220 "))
+
+
+# -- deadlines ---------------------------------------------------------------------
+
+def test_idle_timeout():
+    with capture(timeout=0.5) as mail:
+        client, _ = greeted(mail)
+        started = time.monotonic()
+        assert client.reply() == "421 4.4.2 %s Error: timeout exceeded" % mail.server.hostname
+        assert 0.4 < time.monotonic() - started < 2
+        assert client.closed()
+
+
+def test_trickled_command_is_cut_by_the_deadline():
+    with capture(timeout=1) as mail:
+        client, _ = greeted(mail)
+        started = time.monotonic()
+        for char in "NOOP":                 # each gap < timeout, the total > timeout
+            try:
+                client.send(char)
+            except OSError:
+                break
+            time.sleep(0.4)
+        assert client.reply().startswith("421 4.4.2")
+        assert time.monotonic() - started < 2
+
+
+def test_slow_data_under_min_data_rate():
+    with capture(timeout=1, min_data_rate=1000) as mail:
+        client, _ = greeted(mail)
+        client.command("EHLO x")
+        client.command("MAIL FROM:<a@example.com>")
+        client.command("RCPT TO:<b@example.com>")
+        assert client.command("DATA").startswith("354")
+        started = time.monotonic()
+        reply = None
+        while time.monotonic() - started < 5:
+            try:
+                client.send(b"x" * 20 + b"\r\n")        # ~100 octets/s, each line on time
+            except OSError:
+                break
+            if not client.silent(0.2):
+                reply = client.reply()
+                break
+        assert reply is not None and reply.startswith("421 4.4.2")
+        assert mail.messages == []
+
+
+def test_data_lines_within_timeout_keep_the_session():
+    with capture(timeout=0.6) as mail:
+        client, _ = greeted(mail)
+        client.command("EHLO x")
+        client.command("MAIL FROM:<a@example.com>")
+        client.command("RCPT TO:<b@example.com>")
+        assert client.command("DATA").startswith("354")
+        for _ in range(5):                  # 1.5 s in all, each line in 0.3 s
+            client.send(b"line\r\n")
+            time.sleep(0.3)
+        client.send(b".\r\n")
+        assert client.reply().startswith("250 2.0.0")
+
+
+# -- handler timeout -----------------------------------------------------------------
+
+def test_handler_timeout_answers_451_while_others_deliver(caplog):
+    def handler(peer, mailfrom, rcpttos, data):
+        if mailfrom == "slow@example.com":
+            time.sleep(2)
+
+    with capture(handler=handler, handler_timeout=0.5) as mail:
+        slow, _ = greeted(mail)
+        slow.command("EHLO x")
+        slow.command("MAIL FROM:<slow@example.com>")
+        slow.command("RCPT TO:<b@example.com>")
+        slow.command("DATA")
+        started = time.monotonic()
+        slow.send(b"x\r\n.\r\n")
+        with smtplib.SMTP(mail.host, mail.port) as fast:
+            fast.sendmail("fast@example.com", ["b@example.com"], "x")
+        assert slow.reply() == "451 4.3.0 Error: local error in processing"
+        assert 0.4 < time.monotonic() - started < 1.5
+        assert slow.command("NOOP") == "250 2.0.0 Ok"       # after the handler returned
+        assert wait_until(lambda: "possible duplicate" in caplog.text)
+    assert [m.mailfrom for m in mail.messages] == ["fast@example.com", "slow@example.com"]
+
+
+# -- graceful shutdown ---------------------------------------------------------------
+
+def test_shutdown_drains_busy_sessions_and_refuses_new_ones():
+    def handler(peer, mailfrom, rcpttos, data):
+        time.sleep(1)
+
+    server = SMTPServer(("127.0.0.1", 0), handler, shutdown_timeout=5)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address
+    idle = RawClient(host, port)
+    idle.reply()
+    busy = RawClient(host, port)
+    busy.reply()
+    busy.command("EHLO x")
+    busy.command("MAIL FROM:<a@example.com>")
+    busy.command("RCPT TO:<b@example.com>")
+    busy.command("DATA")
+    busy.send(b"x\r\n.\r\n")
+    time.sleep(0.2)                                  # the handler is running
+    server.shutdown()
+    started = time.monotonic()
+    server.server_close()
+    took = time.monotonic() - started
+    hostname = server.hostname
+    assert idle.reply() == "421 4.3.2 %s Service shutting down" % hostname
+    assert busy.reply().startswith("250 2.0.0 OK: queued as")
+    assert busy.reply() == "421 4.3.2 %s Service shutting down" % hostname
+    assert idle.closed() and busy.closed()
+    assert 0.5 < took < 5 + 1
+    with pytest.raises(OSError):
+        socket.create_connection((host, port), timeout=1)
+
+
+def test_shutdown_with_a_stuck_handler_returns_by_the_deadline():
+    release = threading.Event()
+
+    def handler(peer, mailfrom, rcpttos, data):
+        release.wait(30)
+
+    server = SMTPServer(("127.0.0.1", 0), handler, shutdown_timeout=1, handler_timeout=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = RawClient(*server.server_address)
+    client.reply()
+    for line in ("EHLO x", "MAIL FROM:<a@example.com>", "RCPT TO:<b@example.com>", "DATA"):
+        client.command(line)
+    client.send(b"x\r\n.\r\n")
+    time.sleep(0.2)
+    server.shutdown()
+    started = time.monotonic()
+    server.server_close()
+    assert time.monotonic() - started < 1 + 1
+    assert client.closed()
+    release.set()
+
+
+def test_serve_exits_0_on_sigterm_with_a_stuck_handler(tmp_path):
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        "import sys, threading, smtpd_lite\n"
+        "def handler(*args):\n"
+        "    print('in handler', flush=True)\n"
+        "    threading.Event().wait()\n"
+        "smtpd_lite.serve(sys.argv[1], handler, shutdown_timeout=1)\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, str(script), "127.0.0.1:%d" % port], cwd=ROOT,
+                               env=dict(os.environ, PYTHONPATH=ROOT),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_until(lambda: _connects(port), 10)
+        client = RawClient("127.0.0.1", port)
+        client.reply()
+        for line in ("EHLO x", "MAIL FROM:<a@example.com>", "RCPT TO:<b@example.com>", "DATA"):
+            client.command(line)
+        client.send(b"x\r\n.\r\n")
+        assert process.stdout.readline() == b"in handler\n"
+        started = time.monotonic()
+        process.terminate()
+        process.wait(timeout=10)
+        assert time.monotonic() - started < 1 + 1.5
+    finally:
+        process.kill()
+    assert process.returncode == 0
+    assert process.stderr.read() == b""
+
+
+def _connects(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+# -- disconnects, threads, descriptors -----------------------------------------------
+
+def test_disconnect_mid_data_is_quiet_and_reaped():
+    code = (
+        "import socket, threading, time, smtpd_lite\n"
+        "calls = []\n"
+        "s = smtpd_lite.SMTPServer(('127.0.0.1', 0), lambda *a: calls.append(a))\n"
+        "threading.Thread(target=s.serve_forever, daemon=True).start()\n"
+        "base = threading.active_count()\n"
+        "for reset in (False, True):\n"
+        "    c = socket.create_connection(s.server_address)\n"
+        "    c.recv(100)\n"
+        "    c.sendall(b'EHLO x\\r\\nMAIL FROM:<a@b.c>\\r\\nRCPT TO:<d@e.f>\\r\\n')\n"
+        "    time.sleep(0.1)\n"
+        "    c.sendall(b'DATA\\r\\n')\n"
+        "    time.sleep(0.1)\n"
+        "    c.sendall(b'half a message\\r\\n')\n"
+        "    if reset:\n"
+        "        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\\x01\\0\\0\\0\\0\\0\\0\\0')\n"
+        "    c.close()\n"
+        "deadline = time.time() + 5\n"
+        "while threading.active_count() > base and time.time() < deadline:\n"
+        "    time.sleep(0.02)\n"
+        "print(len(calls), threading.active_count() - base)\n"
+        "s.shutdown(); s.server_close()\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            timeout=60)
+    assert result.stdout.split() == [b"0", b"0"]
+    assert result.stderr == b""
+
+
+def test_accept_errors_back_off_and_recover():
+    code = (
+        "import resource, threading, smtpd_lite, sys\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))\n"
+        "s = smtpd_lite.SMTPServer(('127.0.0.1', 0), lambda *a: None, max_connections=1000)\n"
+        "print(s.server_address[1], flush=True)\n"
+        "s.serve_forever()\n")
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    clients = []
+    try:
+        port = int(process.stdout.readline())
+        for _ in range(80):                 # more than the descriptors the server has
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(1)
+        before = _cpu_seconds(process.pid)
+        time.sleep(2)
+        used = _cpu_seconds(process.pid) - before
+        assert used < 0.1 * 2, "accept loop spun: %.2f s of CPU in 2 s" % used
+        for client in clients:
+            client.close()
+        clients = []
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                fresh = socket.create_connection(("127.0.0.1", port), timeout=5)
+                fresh.settimeout(3)
+                if fresh.recv(100).startswith(b"220 "):
+                    fresh.close()
+                    break
+                fresh.close()
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "server did not recover"
+    finally:
+        for client in clients:
+            client.close()
+        process.kill()
+        process.wait()
+
+
+def _cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_soak_no_thread_or_memory_growth():
+    with capture(max_connections=300) as mail:
+        address = (mail.host, mail.port)
+        threads_before = threading.active_count()
+        for _ in range(200):                # warm up allocator and caches
+            _quick_session(address)
+        rss_before = rss_kib()
+        for _ in range(20000):
+            _quick_session(address)
+        errors = []
+
+        def sender(n):
+            try:
+                with smtplib.SMTP(*address, timeout=30) as smtp:
+                    for m in range(5):
+                        smtp.sendmail("a@example.com", ["r%d@example.com" % n], "x %d" % m)
+            except Exception as error:      # reported below
+                errors.append(error)
+
+        workers = [threading.Thread(target=sender, args=(n,)) for n in range(200)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(120)
+        assert errors == []
+        assert len(mail.wait_for(1000, timeout=30)) == 1000
+        mail.clear()
+        assert wait_until(lambda: threading.active_count() <= threads_before + 1, 10)
+        assert rss_kib() - rss_before < 20 * 1024
+
+
+def _quick_session(address):
+    with socket.create_connection(address, timeout=5) as sock:
+        sock.recv(200)
+        sock.sendall(b"QUIT\r\n")
+        sock.recv(200)
