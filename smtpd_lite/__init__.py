@@ -14,6 +14,7 @@ import logging
 
 from .replies import SMTPError
 from .server import SMTPServer, serve
+from .tls import tls_context
 
 __version__ = "0.1.0"
 
@@ -21,4 +22,4 @@ __version__ = "0.1.0"
 # Python's last-resort handler would print our warnings to stderr.
 logging.getLogger("smtpd_lite").addHandler(logging.NullHandler())
 
-__all__ = ["SMTPError", "SMTPServer", "serve", "__version__"]
+__all__ = ["SMTPError", "SMTPServer", "serve", "tls_context", "__version__"]

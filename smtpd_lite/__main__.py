@@ -14,13 +14,15 @@ The stdlib ``smtpd`` command line works too, served by :mod:`smtpd_lite.compat`:
 """
 
 import argparse
+import getpass
 import importlib
 import logging
 import sys
 
-from . import __version__, compat, delivery
+from . import __version__, compat, delivery, passwords
 from .options import OPTIONS
 from .server import parse_address, serve
+from .tls import tls_context
 
 DEFAULT_LISTEN = "127.0.0.1:8025"
 DEFAULT_REMOTE = "localhost:25"     # the stdlib's PureProxy default
@@ -52,6 +54,19 @@ def build_parser():
     where.add_argument("--relay", metavar="HOST:PORT",
                        help="forward each message to this SMTP server; its refusals are "
                             "passed back to the client")
+    parser.add_argument("--unix-socket", metavar="PATH",
+                        help="listen on this Unix socket instead of TCP (LMTP setups)")
+    security = parser.add_argument_group("TLS and authentication")
+    security.add_argument("--tls-cert", metavar="FILE",
+                          help="PEM certificate chain; enables STARTTLS (and --implicit-tls)")
+    security.add_argument("--tls-key", metavar="FILE",
+                          help="PEM private key (default: in the --tls-cert file)")
+    security.add_argument("--auth-file", metavar="FILE",
+                          help="enable AUTH with one user:hash line per user "
+                               "(hashes from --hash-password)")
+    security.add_argument("--hash-password", action="store_true",
+                          help="read a password on standard input, print its hash for "
+                               "--auth-file, and exit")
     stdlib = parser.add_argument_group("the stdlib smtpd command line")
     stdlib.add_argument("-c", "--class", dest="classname", metavar="CLASS",
                         help="serve with this smtpd_lite.compat class: %s, or module.Class"
@@ -83,6 +98,11 @@ def _add_option(group, option):
             group.add_argument(flag, dest=option.name, action="store_true", default=False,
                                help=option.doc)
         return
+    if option.kind == "mechanisms":
+        group.add_argument(flag, dest=option.name, default=" ".join(option.default),
+                           metavar="'NAME ...'",
+                           help="%s (default: %s)" % (option.doc, " ".join(option.default)))
+        return
     kind = {"size": int, "count": int, "seconds": float, "choice": str}[option.kind]
     group.add_argument(flag, dest=option.name, type=kind, default=option.default,
                        choices=option.choices or None, metavar=None if option.choices else "N",
@@ -92,6 +112,8 @@ def _add_option(group, option):
 def main(argv=None):
     parser = build_parser()
     arguments = parser.parse_args(argv)
+    if arguments.hash_password:
+        return print_password_hash()
     verbosity = 2 if arguments.debug else min(arguments.verbose, 2)
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][verbosity],
@@ -100,7 +122,7 @@ def main(argv=None):
         logging.getLogger("smtpd_lite.protocol").setLevel(logging.DEBUG)
     listen = arguments.listen or arguments.address or DEFAULT_LISTEN
     try:
-        address = parse_address(listen)
+        address = arguments.unix_socket or parse_address(listen)
     except ValueError as error:
         parser.error(str(error))
     server_options = {option.name: getattr(arguments, option.name)
@@ -108,6 +130,7 @@ def main(argv=None):
     if arguments.size is not None:
         server_options["max_size"] = arguments.size
     try:
+        add_security_options(parser, arguments, server_options)
         if arguments.classname:
             run_stdlib_form(parser, arguments, address, server_options)
             return 0
@@ -118,6 +141,34 @@ def main(argv=None):
         serve(address, handler, appname=arguments.appname, hostname=arguments.hostname,
               **server_options)
     except (OSError, ValueError) as error:
+        print("smtpd_lite: %s" % error, file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_security_options(parser, arguments, server_options):
+    """Build tls_context and auth_handler from --tls-cert/--tls-key and --auth-file."""
+    if arguments.tls_key and not arguments.tls_cert:
+        parser.error("--tls-key needs --tls-cert")
+    if arguments.tls_cert:
+        server_options["tls_context"] = tls_context(arguments.tls_cert, arguments.tls_key)
+    if arguments.auth_file:
+        users = passwords.load_auth_file(arguments.auth_file)
+        server_options["auth_handler"] = passwords.file_auth_handler(users)
+        if arguments.auth_mechanisms == parser.get_default("auth_mechanisms"):
+            # CRAM-MD5 needs the plain secret, which a hash file does not keep.
+            server_options["auth_mechanisms"] = ("PLAIN", "LOGIN")
+
+
+def print_password_hash():
+    """--hash-password: a hash for --auth-file from a password on standard input."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        print(passwords.hash_password(password))
+    except ValueError as error:
         print("smtpd_lite: %s" % error, file=sys.stderr)
         return 1
     return 0

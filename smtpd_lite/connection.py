@@ -24,7 +24,14 @@ class ClientGone(Exception):
 
 
 class LineTooLong(Exception):
-    """A line exceeded its limit; it has been consumed through its LF."""
+    """A line exceeded its limit; it has been consumed through its LF.
+
+    ``head`` holds its first octets, enough to tell which command it was.
+    """
+
+    def __init__(self, head):
+        super().__init__(head)
+        self.head = head
 
 
 class Connection:
@@ -105,14 +112,16 @@ class Connection:
             end = buffer.find(b"\n", start)
             if end >= 0:
                 if end >= limit:
+                    head = bytes(buffer[:16])
                     del buffer[:end + 1]
-                    raise LineTooLong()
+                    raise LineTooLong(head)
                 line = bytes(buffer[:end + 1])
                 del buffer[:end + 1]
                 return line
             if len(buffer) > limit:
+                head = bytes(buffer[:16])
                 self._discard_line()
-                raise LineTooLong()
+                raise LineTooLong(head)
             start = len(buffer)
             buffer += self._recv(RECV_SIZE)
 
@@ -168,9 +177,29 @@ class Connection:
         except (OSError, ValueError):
             return False
 
-    def discard_input(self):
-        """Drop everything buffered (RFC 3207 §4: nothing before TLS is trusted)."""
+    def start_tls(self, context):
+        """Handshake as the server (within the deadline) and read and write through TLS.
+
+        Everything the client sent before is thrown away first (RFC 3207 §4:
+        commands pipelined before the handshake must not run afterwards).
+        """
+        self.flush()
         self.buffer.clear()
+        remaining = self.timeout
+        if self._deadline is not None:
+            remaining = max(self._deadline - time.monotonic(), 0.001)
+        self.sock.settimeout(remaining or None)
+        tls_socket = context.wrap_socket(self.sock, server_side=True,
+                                         do_handshake_on_connect=False)
+        try:
+            tls_socket.do_handshake()
+        except socket.timeout:
+            raise SessionTimeout() from None
+        except (OSError, ValueError) as error:
+            raise ClientGone("TLS handshake failed: %s" % error) from None
+        finally:
+            self.sock = tls_socket
+        return tls_socket
 
     # -- writing -------------------------------------------------------------
 

@@ -6,6 +6,9 @@ them.  The docs' option table is generated from the same rows.
 """
 
 import collections
+import ssl
+
+MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
 
 Option = collections.namedtuple("Option", "name kind default doc choices cli")
 
@@ -15,7 +18,8 @@ def _option(name, kind, default, doc, choices=(), cli=True):
 
 
 # ``kind`` is one of: "size" (int >= 0, 0 = unlimited where the doc says so),
-# "count" (int >= 0), "seconds" (number >= 0), "bool", "choice", "callable".
+# "count" (int >= 0), "seconds" (number >= 0), "bool", "choice", "callable",
+# "tls" (an ssl.SSLContext or None), "mechanisms" (SASL mechanism names).
 OPTIONS = (
     _option("max_size", "size", 33554432,
             "Largest message in octets, advertised as SIZE; 0 means unlimited."),
@@ -60,6 +64,24 @@ OPTIONS = (
             "temporary file."),
     _option("log_protocol", "bool", False,
             "Trace every line on the logger smtpd_lite.protocol (AUTH exchanges redacted)."),
+    _option("tls_context", "tls", None,
+            "An ssl.SSLContext (see smtpd_lite.tls_context); enables STARTTLS.", cli=False),
+    _option("implicit_tls", "bool", False,
+            "TLS from the first byte (SMTPS, RFC 8314, port 465); needs tls_context."),
+    _option("require_tls", "bool", False,
+            "MAIL, RCPT, DATA, BDAT and AUTH before TLS get 530 5.7.0."),
+    _option("auth_handler", "callable", None,
+            "auth_handler(peer, mechanism, username, password, shared) -> bool; enables AUTH.",
+            cli=False),
+    _option("auth_mechanisms", "mechanisms", ("PLAIN", "LOGIN", "CRAM-MD5"),
+            "The SASL mechanisms to offer, a subset of PLAIN, LOGIN and CRAM-MD5 "
+            "(on the command line: space-separated)."),
+    _option("auth_required", "bool", False,
+            "MAIL before a successful AUTH gets 530 5.7.0 Authentication required."),
+    _option("auth_allow_plaintext", "bool", False,
+            "Offer and accept PLAIN and LOGIN without TLS (otherwise 538 5.7.11)."),
+    _option("max_auth_failures", "count", 3,
+            "Failed AUTH attempts before 421 4.7.0 and close. 0 means unlimited."),
     _option("mail_handler", "callable", None,
             "mail_handler(peer, mailfrom): truthy accepts MAIL, falsy gives 550 5.7.1.", cli=False),
     _option("rcpt_handler", "callable", None,
@@ -95,6 +117,8 @@ def resolve(options):
     for option in OPTIONS:
         value = options.get(option.name, option.default)
         values[option.name] = _check(option, value)
+    if values["implicit_tls"] and values["tls_context"] is None:
+        raise ValueError("implicit_tls needs a tls_context")
     return Settings(**values)
 
 
@@ -116,4 +140,14 @@ def _check(option, value):
     elif kind == "callable":
         if value is not None and not callable(value):
             raise ValueError("%s must be callable or None, not %r" % (option.name, value))
+    elif kind == "tls":
+        if value is not None and not isinstance(value, ssl.SSLContext):
+            raise ValueError("%s must be an ssl.SSLContext or None, not %r" % (option.name, value))
+    elif kind == "mechanisms":
+        if isinstance(value, str):
+            value = value.split()
+        value = tuple(name.upper() for name in value)
+        if not set(value) <= set(MECHANISMS):
+            raise ValueError("%s must name only %s, not %r"
+                             % (option.name, ", ".join(MECHANISMS), value))
     return value

@@ -14,8 +14,9 @@ import socket
 import socketserver
 import tempfile
 import threading
+import time
 
-from . import callbacks, grammar, received, replies
+from . import auth, callbacks, grammar, received, replies, tls
 from .connection import ClientGone, Connection, LineTooLong, SessionTimeout
 from .data import BARE_EOL, LINE_TOO_LONG, TOO_BIG, DataAssembler
 
@@ -25,6 +26,8 @@ protocol_logger = logging.getLogger("smtpd_lite.protocol")
 # RFC 5321 §4.5.3.1.4 allows 512 octets; SIZE, DSN (ENVID, ORCPT), AUTH= and
 # SMTPUTF8 each extend MAIL/RCPT (RFC 1870, 3461, 4954, 6531): 1280 covers all.
 COMMAND_LINE_LIMIT = 1280
+# RFC 4954 §4: AUTH command and response lines up to 12288 octets.
+AUTH_LINE_LIMIT = 12288 + 2
 
 
 class SMTPSession(socketserver.StreamRequestHandler):
@@ -48,6 +51,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.esmtp = False
         self.tls = False
         self.auth_user = None
+        self.auth_failures = 0
         self._reverse_name = None
         # Shared with the server's and the watchdog's threads, under _state_lock.
         self._state_lock = threading.Lock()
@@ -60,6 +64,9 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def handle(self):
         try:
+            if self.settings.implicit_tls:
+                self.conn.start_deadline()
+                self.start_tls()
             if not self.server.admit(self):
                 logger.warning("%s: too many connections from this address",
                                _format_peer(self.peer))
@@ -80,6 +87,9 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def finish(self):
         self.discard_transaction()
+        if self.tls:        # socketserver closes the plain socket it handed us
+            _shutdown_socket(self.conn.sock, socket.SHUT_RDWR)
+            self.conn.sock.close()
         self.server.remove_session(self)
 
     # -- shutdown, called from the server's thread ------------------------------
@@ -93,11 +103,11 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self._stopped = True
         # Wake the blocked read with end-of-file; the session's own thread then
         # sends 421, so no two threads ever write (or TLS-encrypt) at once.
-        _shutdown_socket(self.request, socket.SHUT_RD)
+        _shutdown_socket(self.conn.sock, socket.SHUT_RD)
 
     def abort(self):
         """End the session now, whatever it is doing (shutdown_timeout passed)."""
-        _shutdown_socket(self.request, socket.SHUT_RDWR)
+        _shutdown_socket(self.conn.sock, socket.SHUT_RDWR)
 
     # -- the command loop ---------------------------------------------------
 
@@ -118,9 +128,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self._idle = True
         self.conn.start_deadline()
         try:
-            raw = self.conn.read_line(COMMAND_LINE_LIMIT)
-        except LineTooLong:
-            self.protocol_error(replies.LINE_TOO_LONG)
+            raw = self.conn.read_line(AUTH_LINE_LIMIT)
+        except LineTooLong as error:
+            auth_line = error.head[:5].upper() == b"AUTH "
+            self.protocol_error(replies.AUTH_LINE_TOO_LONG if auth_line else replies.LINE_TOO_LONG)
             return
         finally:
             with self._state_lock:
@@ -128,7 +139,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
         if self._stopped:
             raise ClientGone("server shutting down")
         if self.trace:
-            protocol_logger.debug("%s < %r", _format_peer(self.peer), raw)
+            protocol_logger.debug("%s < %r", _format_peer(self.peer), _redact(raw))
+        if len(raw) > COMMAND_LINE_LIMIT and raw[:5].upper() != b"AUTH ":
+            self.protocol_error(replies.LINE_TOO_LONG)
+            return
         if not raw.endswith(b"\r\n"):
             self.protocol_error(replies.BARE_LINE_FEED)
             return
@@ -216,8 +230,15 @@ class SMTPSession(socketserver.StreamRequestHandler):
     def extensions(self):
         """The EHLO keywords, in the order they are advertised."""
         size = self.settings.max_size
-        return ["PIPELINING", "SIZE %d" % size if size else "SIZE", "8BITMIME",
-                "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "BINARYMIME", "DSN", "HELP"]
+        keywords = ["PIPELINING", "SIZE %d" % size if size else "SIZE", "8BITMIME",
+                    "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "BINARYMIME", "DSN"]
+        if self.settings.tls_context is not None and not self.tls:
+            keywords.append("STARTTLS")
+        mechanisms = self.auth_mechanisms_now()
+        if mechanisms:
+            keywords.append("AUTH " + " ".join(mechanisms))
+        keywords.append("HELP")
+        return keywords
 
     def smtp_NOOP(self, argument):
         self.reply(replies.OK)
@@ -237,6 +258,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def smtp_HELP(self, argument):
         hidden = {"HELO", "EHLO"} if self.settings.lmtp else {"LHLO"}
+        if self.settings.tls_context is None:
+            hidden.add("STARTTLS")
+        if self.settings.auth_handler is None:
+            hidden.add("AUTH")
         commands = sorted(name[5:] for name in dir(self)
                           if name.startswith("smtp_") and name[5:] not in hidden)
         self.reply(replies.HELP.format(commands=" ".join(commands)))
@@ -270,8 +295,13 @@ class SMTPSession(socketserver.StreamRequestHandler):
     # -- the envelope ---------------------------------------------------------
 
     def smtp_MAIL(self, argument):
+        if self.tls_missing():
+            return
         if self.helo is None:
             self.protocol_error(replies.NEED_HELO)
+            return
+        if self.settings.auth_required and self.auth_user is None:
+            self.reply(replies.AUTH_REQUIRED)
             return
         if self.mailfrom is not None:
             self.protocol_error(replies.NESTED_MAIL)
@@ -309,9 +339,16 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def mail_keywords(self):
         """MAIL parameters this session offers (none after plain HELO)."""
-        return {"SIZE", "BODY", "SMTPUTF8", "RET", "ENVID"} if self.esmtp else set()
+        if not self.esmtp:
+            return set()
+        keywords = {"SIZE", "BODY", "SMTPUTF8", "RET", "ENVID"}
+        if self.settings.auth_handler is not None:
+            keywords.add("AUTH")        # RFC 4954 §5
+        return keywords
 
     def smtp_RCPT(self, argument):
+        if self.tls_missing():
+            return
         if self.mailfrom is None:
             self.protocol_error(replies.NEED_MAIL)
             return
@@ -373,9 +410,167 @@ class SMTPSession(socketserver.StreamRequestHandler):
                 self.protocol_error(syntax_reply)
         return None
 
+    # -- TLS (RFC 3207, RFC 8314) ----------------------------------------------
+
+    def tls_missing(self):
+        """Answer 530 and return True if ``require_tls`` holds and TLS is not active."""
+        if self.settings.require_tls and not self.tls:
+            self.protocol_error(replies.TLS_REQUIRED)
+            return True
+        return False
+
+    def smtp_STARTTLS(self, argument):
+        if self.settings.tls_context is None:
+            self.protocol_error(replies.TLS_NOT_AVAILABLE)
+            return
+        if argument:
+            self.protocol_error(replies.NO_ARGUMENT_ALLOWED.format(verb="STARTTLS"))
+            return
+        if self.tls:
+            self.protocol_error(replies.TLS_ALREADY_ACTIVE)
+            return
+        self.reply(replies.READY_FOR_TLS)
+        self.start_tls()
+        # RFC 3207 §4.2: forget everything learnt before TLS.
+        self.discard_transaction()
+        self.helo = None
+        self.esmtp = False
+        self.auth_user = None
+
+    def start_tls(self):
+        try:
+            self.conn.start_tls(self.settings.tls_context)
+        except ClientGone as error:
+            logger.info("%s: %s", _format_peer(self.peer), error)
+            raise
+        self.tls = True
+
+    # -- AUTH (RFC 4954) -----------------------------------------------------------
+
+    def auth_mechanisms_now(self):
+        """The mechanisms AUTH offers at this point of the session."""
+        if self.settings.auth_handler is None:
+            return ()
+        if self.settings.require_tls and not self.tls:
+            return ()
+        plaintext_ok = self.tls or self.settings.auth_allow_plaintext
+        return tuple(name for name in self.settings.auth_mechanisms
+                     if plaintext_ok or name not in auth.PLAINTEXT_MECHANISMS)
+
+    def smtp_AUTH(self, argument):
+        if self.settings.auth_handler is None:
+            self.protocol_error(replies.AUTH_NOT_AVAILABLE)
+            return
+        if self.tls_missing():
+            return
+        if self.helo is None:
+            self.protocol_error(replies.NEED_HELO)
+            return
+        if self.auth_user is not None:
+            self.protocol_error(replies.AUTH_ALREADY_DONE)
+            return
+        if self.mailfrom is not None:
+            self.protocol_error(replies.AUTH_IN_TRANSACTION)
+            return
+        words = argument.split(" ")
+        if not argument or len(words) > 2:
+            self.protocol_error(replies.AUTH_SYNTAX)
+            return
+        mechanism = words[0].upper()
+        initial = words[1] if len(words) == 2 else None
+        if mechanism not in self.settings.auth_mechanisms:
+            self.protocol_error(replies.AUTH_UNKNOWN_MECHANISM)
+            return
+        if mechanism not in self.auth_mechanisms_now():
+            self.protocol_error(replies.AUTH_NEEDS_ENCRYPTION)
+            return
+        try:
+            credentials = self.sasl_exchange(mechanism, initial)
+        except auth.AuthSyntaxError:
+            self.protocol_error(replies.AUTH_BAD_RESPONSE)
+            return
+        except _Cancelled as cancelled:
+            self.protocol_error(cancelled.reply)
+            return
+        self.check_credentials(mechanism, *credentials)
+
+    def sasl_exchange(self, mechanism, initial):
+        """Run the challenges; return (username, password, shared) as sent."""
+        if mechanism == "PLAIN":
+            authzid, username, password = auth.parse_plain(self.sasl_response("", initial))
+            if authzid and authzid != username:
+                # RFC 4616 allows proxy authorisation; we do not offer it.
+                return username, None, None
+            return username, password, None
+        if mechanism == "LOGIN":
+            username = auth.decode_login_field(
+                self.sasl_response(auth.LOGIN_USERNAME_CHALLENGE, initial))
+            password = auth.decode_login_field(
+                self.sasl_response(auth.LOGIN_PASSWORD_CHALLENGE, None))
+            return username, password, None
+        challenge = auth.new_cram_md5_challenge(self.hostname)
+        response = self.sasl_response(auth.encode_challenge(challenge.encode()), initial)
+        username, digest = auth.parse_cram_md5(response)
+        return username, digest, challenge
+
+    def sasl_response(self, challenge, initial):
+        """The decoded client response: ``initial`` if given, else after a 334."""
+        if initial is None:
+            self.reply(replies.AUTH_CHALLENGE.format(challenge=challenge))
+            self.conn.start_deadline()
+            try:
+                raw = self.conn.read_line(AUTH_LINE_LIMIT)
+            except LineTooLong:
+                raise _Cancelled(replies.AUTH_LINE_TOO_LONG) from None
+            if self.trace:
+                protocol_logger.debug("%s < (authentication response redacted)",
+                                      _format_peer(self.peer))
+            if not raw.endswith(b"\r\n"):
+                raise _Cancelled(replies.BARE_LINE_FEED)
+            initial = raw[:-2].decode("ascii", "surrogateescape")
+        if initial == auth.CANCEL:
+            raise _Cancelled(replies.AUTH_CANCELLED)
+        return auth.decode_response(initial)
+
+    def check_credentials(self, mechanism, username, password, shared):
+        if password is None:            # refused before asking (PLAIN authzid)
+            verdict = False
+        else:
+            try:
+                verdict = self.settings.auth_handler(self.peer, mechanism, username, password,
+                                                     shared)
+            except replies.SMTPError as error:
+                self.reply(error.reply)
+                return
+            except Exception:
+                logger.exception("auth_handler raised; answering 454")
+                self.reply(replies.AUTH_TEMPORARY_FAILURE)
+                return
+        if verdict:
+            self.auth_user = username
+            logger.info("%s: authenticated as %r (%s)", _format_peer(self.peer), username,
+                        mechanism)
+            self.reply(replies.AUTH_SUCCEEDED)
+            return
+        self.auth_failures += 1
+        logger.warning("%s: authentication failed for %r (%s)", _format_peer(self.peer),
+                       username, mechanism)
+        self.conn.flush()
+        time.sleep(self.auth_failure_delay)     # slows down password guessing
+        self.reply(replies.AUTH_FAILED)
+        limit = self.settings.max_auth_failures
+        if limit and self.auth_failures >= limit:
+            self.send_final(replies.TOO_MANY_AUTH_FAILURES.format(hostname=self.hostname))
+
+    # Seconds to wait before answering a failed AUTH; a class attribute so
+    # tests and subclasses can change it.
+    auth_failure_delay = 0.5
+
     # -- message content -----------------------------------------------------
 
     def smtp_DATA(self, argument):
+        if self.tls_missing():
+            return
         if argument:
             self.protocol_error(replies.NO_ARGUMENT_ALLOWED.format(verb="DATA"))
             return
@@ -428,6 +623,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
         size, last = int(words[0]), len(words) == 2
         # RFC 3030 §3: the chunk is always read, whatever the answer, so the
         # client's next command is read in step.
+        if self.settings.require_tls and not self.tls:
+            self.read_chunk(size, _discard)
+            self.protocol_error(replies.TLS_REQUIRED)
+            return
         if self.mailfrom is None or not self.rcpttos:
             self.read_chunk(size, _discard)
             self.protocol_error(replies.NEED_MAIL if self.mailfrom is None else replies.NEED_RCPT)
@@ -481,7 +680,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             tls_comment=self.tls_comment())
 
     def tls_comment(self):
-        return None
+        return tls.describe(self.conn.sock) if self.tls else None
 
     # -- delivery -------------------------------------------------------------
 
@@ -546,14 +745,32 @@ class SMTPSession(socketserver.StreamRequestHandler):
                 pass
 
 
+class _Cancelled(Exception):
+    """The AUTH exchange ended early; ``reply`` says why."""
+
+    def __init__(self, reply):
+        super().__init__(reply)
+        self.reply = reply
+
+
 def _discard(data):
     pass
 
 
+def _redact(raw):
+    """A command line fit for the protocol log: AUTH credentials hidden."""
+    verb, _, argument = raw.partition(b" ")
+    if verb.upper() == b"AUTH" and b" " in argument.strip():
+        return verb + b" " + argument.split(b" ", 1)[0] + b" (redacted)\r\n"
+    return raw
+
+
 def _shutdown_socket(sock, how):
+    # socket.socket.shutdown, not SSLSocket.shutdown: the latter drops the TLS
+    # state, and we only want the kernel to wake or end the session.
     try:
-        sock.shutdown(how)
-    except OSError:
+        socket.socket.shutdown(sock, how)
+    except (OSError, ValueError):
         pass
 
 

@@ -43,6 +43,8 @@ KIND_WORDS = {
     "seconds": "seconds, int or float",
     "bool": "True or False",
     "callable": "callable or None",
+    "tls": "ssl.SSLContext or None",
+    "mechanisms": "sequence of mechanism names",
 }
 
 CLASS_TITLES = (
