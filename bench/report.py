@@ -111,9 +111,10 @@ def render(results, scenarios, servers, meta, titles):
     lines = []
     lines.append("Date: %(date)s · machine: %(nproc)s cores, %(cpu)s, Linux %(kernel)s · "
                  "harness Python %(python)s" % meta["machine"])
+    shows_lite = any(server.key.startswith("lite") for server in used)
     lines.append("Mode: %s, %d repetition(s), medians shown; ratio = value ÷ %s's value "
-                 "in this run; smtpd_lite at %s." % (meta["mode"], meta["reps"], BASELINE,
-                                                     meta["revision"]))
+                 "in this run%s." % (meta["mode"], meta["reps"], BASELINE,
+                                     "; smtpd_lite at " + meta["revision"] if shows_lite else ""))
     lines.append("")
     lines.append("| scenario | metric | " + " | ".join(s.label for s in used) + " |")
     lines.append("|---|---|" + "---:|" * len(used))

@@ -2,7 +2,7 @@
 """smtpd_lite benchmark: smtpd_lite against aiosmtpd, stdlib smtpd, Postfix
 smtp-sink and Go mhale/smtpd, side by side on 127.0.0.1.
 
-    python3 bench/run.py            # full run, 3 repetitions (~15-20 min)
+    python3 bench/run.py            # full run, 3 repetitions (about 10 min)
     python3 bench/run.py --quick    # smoke run, well under a minute
 
 See bench/README.md for the scenarios and how to read the table.
@@ -50,7 +50,7 @@ PARAMS = {
         "b": {"sessions": 1, "reuse": True, "messages": 200},
         "c": {"sessions": 50, "reuse": False, "messages": 300},
         "d": {"sessions": 200, "reuse": False, "messages": 400},
-        "big": {"size": 5 * 2**20},
+        "big": {"size": 16 * 2**20},
         "idle": {"connections": 100, "probes": 20},
         "py": {"threads": 10, "messages": 200},
         "warmup_messages": 10,
@@ -127,7 +127,7 @@ def scaled(params, scale):
     return out
 
 
-def run_one(scenario, server, params, tools, bodies, args, log_dir):
+def run_one(scenario, server, params, tools, bodies, log_dir):
     """Start the server, run one scenario against it, stop it; return a dict."""
     limit = params["time_limit"]
     with scenarios.ServerProcess(server, log_dir) as process:
@@ -231,9 +231,11 @@ def main(argv=None):
             for server in in_scenario:       # interleaved: A B C, A B C, ...
                 began = time.monotonic()
                 try:
-                    outcome = run_one(scenario, server, params, tools, bodies, args, log_dir)
+                    outcome = run_one(scenario, server, params, tools, bodies, log_dir)
                 except scenarios.ScenarioError as error:
                     outcome = {"failed": str(error)}
+                except (OSError, ValueError) as error:
+                    outcome = {"failed": "%s: %s" % (type(error).__name__, error)}
                 results[scenario].setdefault(server.key, []).append(outcome)
                 progress(scenario, rep, params["reps"], server, outcome,
                          time.monotonic() - began)
