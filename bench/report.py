@@ -24,6 +24,7 @@ ROWS = [
     ("c", "cpu_us_per_msg", "server CPU µs/msg", "{:.0f}"),
     ("d", "msg_per_s", "msg/s", "{:.0f}"),
     ("d", "cpu_us_per_msg", "server CPU µs/msg", "{:.0f}"),
+    ("d", "rss_idle_mb", "server idle RSS MB", "{:.1f}"),
     ("d", "rss_peak_mb", "server peak RSS MB", "{:.1f}"),
     ("big", "seconds", "time s", "{:.2f}"),
     ("big", "mem_ratio", "(peak − idle RSS) ÷ size", "{:.2f}"),

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -65,6 +66,7 @@ SERVER_ORDER = ["lite", "lite-spool", "lite-cli", "lite-w2", "aiosmtpd", "stdlib
                 "smtp-sink", "go"]
 ONLY_IN = {"lite-w2": {"c"}, "lite-spool": {"big"}}
 README = os.path.join(peers.BENCH_DIR, "README.md")
+KEEP_LOG_RUNS = 10       # server logs of older runs are deleted
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -220,6 +222,8 @@ def main(argv=None):
     log_dir = os.path.join(peers.CACHE_DIR, "logs")
     os.makedirs(results_dir, exist_ok=True)
     os.makedirs(log_dir, exist_ok=True)
+    for old_run in sorted(os.listdir(log_dir))[:-KEEP_LOG_RUNS]:
+        shutil.rmtree(os.path.join(log_dir, old_run), ignore_errors=True)
     log_dir = tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=log_dir)
 
     results = {}
