@@ -98,6 +98,10 @@ def _add_option(group, option):
             group.add_argument(flag, dest=option.name, action="store_true", default=False,
                                help=option.doc)
         return
+    if option.kind == "networks":
+        group.add_argument("--trusted-proxy", dest=option.name, action="append", default=[],
+                           metavar="CIDR", help=option.doc)
+        return
     if option.kind == "mechanisms":
         group.add_argument(flag, dest=option.name, default=" ".join(option.default),
                            metavar="'NAME ...'",

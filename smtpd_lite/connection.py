@@ -134,6 +134,10 @@ class Connection:
                 self.buffer += data[end + 1:]
                 return
 
+    def fill(self):
+        """Read more bytes into :attr:`buffer` (for parsers that need to look ahead)."""
+        self.buffer += self._recv(RECV_SIZE)
+
     def read_some(self):
         """Return whatever is buffered, or the next bytes from the socket."""
         if self.buffer:

@@ -8,6 +8,8 @@ them.  The docs' option table is generated from the same rows.
 import collections
 import ssl
 
+from .proxy import parse_networks
+
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
 
 Option = collections.namedtuple("Option", "name kind default doc choices cli")
@@ -19,7 +21,8 @@ def _option(name, kind, default, doc, choices=(), cli=True):
 
 # ``kind`` is one of: "size" (int >= 0, 0 = unlimited where the doc says so),
 # "count" (int >= 0), "seconds" (number >= 0), "bool", "choice", "callable",
-# "tls" (an ssl.SSLContext or None), "mechanisms" (SASL mechanism names).
+# "tls" (an ssl.SSLContext or None), "mechanisms" (SASL mechanism names),
+# "networks" (addresses or CIDR strings).
 OPTIONS = (
     _option("max_size", "size", 33554432,
             "Largest message in octets, advertised as SIZE; 0 means unlimited."),
@@ -82,6 +85,12 @@ OPTIONS = (
             "Offer and accept PLAIN and LOGIN without TLS (otherwise 538 5.7.11)."),
     _option("max_auth_failures", "count", 3,
             "Failed AUTH attempts before 421 4.7.0 and close. 0 means unlimited."),
+    _option("proxy_protocol", "bool", False,
+            "Require a PROXY protocol v1 or v2 header (HAProxy) before the greeting and take "
+            "the client address from it; needs trusted_proxies."),
+    _option("trusted_proxies", "networks", (),
+            "Addresses or CIDR networks allowed to send the PROXY header; other connections "
+            "are closed without a greeting (on the command line: --trusted-proxy, repeated)."),
     _option("mail_handler", "callable", None,
             "mail_handler(peer, mailfrom): truthy accepts MAIL, falsy gives 550 5.7.1.", cli=False),
     _option("rcpt_handler", "callable", None,
@@ -119,6 +128,8 @@ def resolve(options):
         values[option.name] = _check(option, value)
     if values["implicit_tls"] and values["tls_context"] is None:
         raise ValueError("implicit_tls needs a tls_context")
+    if values["proxy_protocol"] and not values["trusted_proxies"]:
+        raise ValueError("proxy_protocol needs trusted_proxies (the load balancers' addresses)")
     return Settings(**values)
 
 
@@ -143,6 +154,14 @@ def _check(option, value):
     elif kind == "tls":
         if value is not None and not isinstance(value, ssl.SSLContext):
             raise ValueError("%s must be an ssl.SSLContext or None, not %r" % (option.name, value))
+    elif kind == "networks":
+        if isinstance(value, str):
+            value = (value,)
+        try:
+            parse_networks(value)
+        except (TypeError, ValueError) as error:
+            raise ValueError("%s: %s" % (option.name, error)) from None
+        value = tuple(value)
     elif kind == "mechanisms":
         if isinstance(value, str):
             value = value.split()

@@ -15,7 +15,7 @@ import stat
 import threading
 import time
 
-from . import callbacks, replies
+from . import callbacks, proxy, replies
 from . import options as options_table
 from .session import SMTPSession
 from .watchdog import Watchdog
@@ -78,6 +78,7 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         self.appname = appname or "smtpd"
         self.hostname = hostname or socket.gethostname()
         self.request_queue_size = self.settings.request_queue_size
+        self.trusted_networks = proxy.parse_networks(self.settings.trusted_proxies)
         self.watchdog = Watchdog()
         self._sessions = set()
         self._connections = 0

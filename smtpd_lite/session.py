@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 
-from . import auth, callbacks, grammar, received, replies, tls
+from . import auth, callbacks, grammar, proxy, received, replies, tls
 from .connection import ClientGone, Connection, LineTooLong, SessionTimeout
 from .data import BARE_EOL, LINE_TOO_LONG, TOO_BIG, DataAssembler
 
@@ -64,6 +64,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def handle(self):
         try:
+            if self.settings.proxy_protocol and not self.read_proxy_header():
+                return
             if self.settings.implicit_tls:
                 self.conn.start_deadline()
                 self.start_tls()
@@ -91,6 +93,42 @@ class SMTPSession(socketserver.StreamRequestHandler):
             _shutdown_socket(self.conn.sock, socket.SHUT_RDWR)
             self.conn.sock.close()
         self.server.remove_session(self)
+
+    def read_proxy_header(self):
+        """Take the client address from a PROXY v1/v2 header; False to drop the connection.
+
+        Only trusted proxies may send one, and it must come first and whole
+        within ``timeout``: anything else is closed without a greeting, so a
+        client cannot claim another address.
+        """
+        connected_from = _format_peer(self.peer)
+        if not proxy.is_trusted(self.peer[0], self.server.trusted_networks):
+            logger.warning("%s: not a trusted proxy; closing", connected_from)
+            return False
+        self.conn.start_deadline()
+        try:
+            while True:
+                found = proxy.parse_proxy_header(bytes(self.conn.buffer))
+                if found is not None:
+                    break
+                self.conn.fill()
+        except proxy.ProxyError as error:
+            logger.warning("%s: bad PROXY header (%s); closing", connected_from, error)
+            return False
+        except SessionTimeout:
+            logger.warning("%s: no PROXY header within timeout; closing", connected_from)
+            return False
+        except ClientGone:
+            logger.warning("%s: closed before a whole PROXY header; closing", connected_from)
+            return False
+        header, length = found
+        del self.conn.buffer[:length]
+        if header.command == "PROXY" and header.source is not None and \
+                header.family in (socket.AF_INET, socket.AF_INET6):
+            self.peer = header.source
+        logger.debug("%s: PROXY %s, client %s", connected_from, header.command,
+                     _format_peer(self.peer))
+        return True
 
     # -- shutdown, called from the server's thread ------------------------------
 

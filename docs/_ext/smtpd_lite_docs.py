@@ -45,6 +45,7 @@ KIND_WORDS = {
     "callable": "callable or None",
     "tls": "ssl.SSLContext or None",
     "mechanisms": "sequence of mechanism names",
+    "networks": "sequence of addresses or CIDR networks",
 }
 
 CLASS_TITLES = (

@@ -1,0 +1,200 @@
+"""PROXY protocol v1/v2 on a live server, and HAProxy in front of two instances."""
+
+import os
+import shutil
+import smtplib
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+from wire import RawClient
+
+from smtpd_lite import SMTPServer
+from smtpd_lite.testing import capture
+
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def v1(source="203.0.113.7", port=40000):
+    return ("PROXY TCP4 %s 127.0.0.1 %d 25\r\n" % (source, port)).encode()
+
+
+def v2(source="2001:db8::7", port=40001, command=0x21, tlvs=b""):
+    if command == 0x20:                                   # LOCAL
+        return V2_SIGNATURE + bytes([0x20, 0x00]) + struct.pack("!H", 0)
+    addresses = socket.inet_pton(socket.AF_INET6, source) + \
+        socket.inet_pton(socket.AF_INET6, "::1") + struct.pack("!HH", port, 25)
+    body = addresses + tlvs
+    return V2_SIGNATURE + bytes([command, 0x21]) + struct.pack("!H", len(body)) + body
+
+
+def proxied(**options):
+    options.setdefault("proxy_protocol", True)
+    options.setdefault("trusted_proxies", ["127.0.0.0/8"])
+    options.setdefault("timeout", 2)
+    return capture(**options)
+
+
+def through_proxy(mail, header):
+    client = RawClient(mail.host, mail.port)
+    client.send(header)
+    return client
+
+
+def deliver(client):
+    assert client.reply().startswith("220 ")
+    client.command("EHLO client.example")
+    client.command("MAIL FROM:<a@example.com>")
+    client.command("RCPT TO:<b@example.com>")
+    client.command("DATA")
+    client.send(b"x\r\n.\r\n")
+    return client.reply()
+
+
+def test_v1_sets_peer_and_received_header():
+    with proxied() as mail:
+        assert deliver(through_proxy(mail, v1())).startswith("250 2.0.0")
+        message = mail.wait_for(1)[0]
+        assert message.peer == ("203.0.113.7", 40000)
+        assert message.data.startswith(b"Received: from client.example ([203.0.113.7])")
+
+
+def test_v2_with_tlvs_sets_ipv6_peer():
+    tlvs = bytes([0x04]) + struct.pack("!H", 3) + b"abc"           # PP2_TYPE_NOOP
+    with proxied() as mail:
+        assert deliver(through_proxy(mail, v2(tlvs=tlvs))).startswith("250 2.0.0")
+        message = mail.wait_for(1)[0]
+        assert message.peer == ("2001:db8::7", 40001)
+        assert b"([IPv6:2001:db8::7])" in message.data.split(b"\r\n")[0]
+
+
+def test_header_and_commands_in_one_write():
+    with proxied() as mail:
+        client = through_proxy(mail, v1() + b"EHLO pipelined.example\r\n")
+        assert client.reply().startswith("220 ")
+        assert client.reply().startswith("250-")
+
+
+def test_local_command_keeps_the_real_peer():
+    with proxied() as mail:
+        assert deliver(through_proxy(mail, v2(command=0x20))).startswith("250 2.0.0")
+        assert mail.wait_for(1)[0].peer[0] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("header", [
+    b"EHLO no-header.example\r\n",
+    b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 extra garbage\r\n",
+    b"PROXY TCP4 " + b"9" * 120 + b"\r\n",                  # over 107 octets
+    b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",                    # bare LF
+    V2_SIGNATURE + bytes([0x21, 0x21]) + struct.pack("!H", 36) + b"\x00" * 10,  # truncated v2
+])
+def test_bad_or_missing_header_gets_no_greeting(header):
+    with proxied(timeout=1) as mail:
+        bad = through_proxy(mail, header)
+        good = through_proxy(mail, v1())
+        assert deliver(good).startswith("250 2.0.0")        # others unaffected
+        assert bad.closed(5)
+        assert bad.pending == b""                           # not even a greeting
+
+
+def test_untrusted_source_gets_no_greeting():
+    with proxied(trusted_proxies=["192.0.2.0/24"]) as mail:
+        client = through_proxy(mail, v1(source="198.51.100.1"))
+        assert client.closed(5)
+        assert client.pending == b""
+        assert mail.messages == []
+
+
+def test_per_address_limit_counts_the_forwarded_address():
+    with proxied(max_connections_per_ip=1) as mail:
+        first = through_proxy(mail, v1(source="203.0.113.9", port=1))
+        assert first.reply().startswith("220 ")
+        second = through_proxy(mail, v1(source="203.0.113.9", port=2))
+        assert second.reply() == "421 4.7.0 %s Error: too many connections" % \
+            mail.server.hostname
+        other = through_proxy(mail, v1(source="203.0.113.10", port=3))
+        assert other.reply().startswith("220 ")
+
+
+def test_proxy_protocol_needs_trusted_proxies():
+    with pytest.raises(ValueError, match="trusted_proxies"):
+        SMTPServer(("127.0.0.1", 0), lambda *a: None, proxy_protocol=True)
+    with pytest.raises(ValueError, match="trusted_proxies"):
+        SMTPServer(("127.0.0.1", 0), lambda *a: None, proxy_protocol=True,
+                   trusted_proxies=["not a network"])
+
+
+# -- HAProxy in front of two instances ---------------------------------------------
+
+HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy")
+                                      else None)
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (.ci/run installs it)")
+def test_haproxy_send_proxy_v2_in_front_of_two_instances(tmp_path):
+    received = {"a": [], "b": []}
+    lock = threading.Lock()
+
+    def handler_for(name):
+        def handler(peer, mailfrom, rcpttos, data):
+            with lock:
+                received[name].append((peer, data))
+        return handler
+
+    servers = []
+    for name in ("a", "b"):
+        server = SMTPServer(("127.0.0.1", 0), handler_for(name), proxy_protocol=True,
+                            trusted_proxies=["127.0.0.1/32"], hostname="mx-" + name,
+                            max_connections=300)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    front = _free_port()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        "global\n  maxconn 500\n\n"
+        "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n"
+        "  timeout server 30s\n\n"
+        "frontend smtp\n  bind 127.0.0.1:%d\n  default_backend receivers\n\n"
+        "backend receivers\n  balance roundrobin\n"
+        "  server a 127.0.0.1:%d send-proxy-v2\n  server b 127.0.0.1:%d send-proxy-v2\n"
+        % (front, servers[0].server_address[1], servers[1].server_address[1]))
+    process = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", front), timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None, process.communicate()[0]
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        # The "real client" connects from 127.0.0.5, a loopback address that
+        # differs from HAProxy's own 127.0.0.1, so the forwarded address shows.
+        for n in range(200):
+            with smtplib.SMTP("127.0.0.1", front, source_address=("127.0.0.5", 0),
+                              timeout=30) as smtp:
+                smtp.sendmail("a@example.com", ["r%d@example.com" % n], "Subject: %d\r\n\r\nx" % n)
+    finally:
+        process.terminate()
+        process.wait(10)
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert len(received["a"]) + len(received["b"]) == 200
+    assert len(received["a"]) >= 50 and len(received["b"]) >= 50
+    for name in ("a", "b"):
+        for peer, data in received[name]:
+            assert peer[0] == "127.0.0.5"
+            assert data.startswith(b"Received: from ")
+            assert b"([127.0.0.5])" in data.split(b"\r\n")[0]
