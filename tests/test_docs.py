@@ -10,6 +10,7 @@ import html
 import importlib.util
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +31,9 @@ EXAMPLES = DOCS / "examples"
 
 # Examples that need each other or a fixed port; test_quickstart_example runs them.
 QUICKSTART_EXAMPLES = {"serve.py", "send.py"}
+
+# Examples that call a program besides Python (skipped where it is missing).
+EXAMPLE_PROGRAMS = {"tls_auth.py": "openssl"}
 
 needs_sphinx = pytest.mark.skipif(
     importlib.util.find_spec("sphinx") is None,
@@ -122,6 +126,9 @@ def test_every_public_name_and_keyword_extra_is_documented(built_docs):
 @pytest.mark.parametrize("example", sorted(
     path.name for path in EXAMPLES.glob("*.py") if path.name not in QUICKSTART_EXAMPLES))
 def test_example_runs(example):
+    program = EXAMPLE_PROGRAMS.get(example)
+    if program is not None and shutil.which(program) is None:
+        pytest.skip("%s needs the %s command" % (example, program))
     result = subprocess.run([sys.executable, str(EXAMPLES / example)], cwd=str(EXAMPLES),
                             env=example_environment(), capture_output=True, text=True,
                             timeout=60)
