@@ -54,6 +54,9 @@ def build_parser():
     where.add_argument("--relay", metavar="HOST:PORT",
                        help="forward each message to this SMTP server; its refusals are "
                             "passed back to the client")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="pre-fork N processes on the listening socket to use more cores "
+                             "(POSIX; default 1)")
     parser.add_argument("--unix-socket", metavar="PATH",
                         help="listen on this Unix socket instead of TCP (LMTP setups)")
     security = parser.add_argument_group("TLS and authentication")
@@ -143,7 +146,7 @@ def main(argv=None):
                          "-c PureProxy, or use --relay HOST:PORT")
         handler = make_delivery(parser, arguments)
         serve(address, handler, appname=arguments.appname, hostname=arguments.hostname,
-              **server_options)
+              workers=arguments.workers, **server_options)
     except (OSError, ValueError) as error:
         print("smtpd_lite: %s" % error, file=sys.stderr)
         return 1

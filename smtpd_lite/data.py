@@ -40,7 +40,7 @@ class DataAssembler:
         self.max_size = max_size
         self.max_line_length = max_line_length
         self.normalize = bare_eol == "normalize"
-        self.error = None
+        self._problems = set()
         self.size = 0
         self.received = 0
         # Bytes held back because they may start the terminator or a CRLF.
@@ -75,24 +75,35 @@ class DataAssembler:
         return None
 
     def _process(self, piece):
-        """Check and unstuff ``piece``, which never ends between CR and LF."""
-        if self.error is None:
-            self._check_line_lengths(piece)
-            self._check_bare_eol(piece)
+        """Check and unstuff ``piece``, which never ends between CR and LF.
+
+        Every check runs on every piece, so the answer does not depend on how
+        the network split the message.
+        """
         self._after_crlf = piece.endswith(b"\r\n")
-        if self.error is None and self.normalize:
+        if self.normalize:
             piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+        else:
+            self._check_bare_eol(piece)
+        self._check_line_lengths(piece)         # on the lines as delivered
         # RFC 5321 §4.5.2: a line starting with "." loses that first ".".
         if self._at_line_start and piece[:1] == b".":
             piece = piece[1:]
         self._at_line_start = piece.endswith(b"\r\n")
         piece = piece.replace(b"\r\n.", b"\r\n")
-        if self.error is None:
-            self.size += len(piece)
-            if self.max_size and self.size > self.max_size:
-                self.error = TOO_BIG
-            else:
-                self.sink.write(piece)
+        self.size += len(piece)
+        if self.max_size and self.size > self.max_size:
+            self._problems.add(TOO_BIG)
+        if not self._problems:
+            self.sink.write(piece)
+
+    @property
+    def error(self):
+        """None, or the one problem to answer, by a fixed priority."""
+        for problem in (TOO_BIG, BARE_EOL, LINE_TOO_LONG):
+            if problem in self._problems:
+                return problem
+        return None
 
     def _check_line_lengths(self, piece):
         limit = self.max_line_length
@@ -102,8 +113,8 @@ class DataAssembler:
         if first < 0:
             self._line_length += len(piece)
         else:
-            # Lines end at LF here; CR counts towards the length like the
-            # CRLF the limit includes.
+            # Lines end at LF; the CR before it counts, as the limit
+            # includes CRLF.
             longest = self._line_length + first + 1
             last = piece.rfind(b"\n")
             if last - first > limit:
@@ -111,11 +122,9 @@ class DataAssembler:
             self._line_length = len(piece) - last - 1
         # An unfinished line of ``limit`` octets is too long once it ends.
         if self._line_length >= limit or (first >= 0 and longest > limit):
-            self.error = LINE_TOO_LONG
+            self._problems.add(LINE_TOO_LONG)
 
     def _check_bare_eol(self, piece):
-        if self.normalize:
-            return
         crlf = piece.count(b"\r\n")
         if piece.count(b"\r") != crlf or piece.count(b"\n") != crlf:
-            self.error = BARE_EOL
+            self._problems.add(BARE_EOL)

@@ -25,7 +25,8 @@ _ATOM_UTF8 = re.compile("[%s%s]+" % (_ATEXT, _UTF8_NON_ASCII))
 _QUOTED_STRING = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"')
 _QUOTED_STRING_UTF8 = re.compile(
     '"(?:[\\x20\\x21\\x23-\\x5b\\x5d-\\x7e%s]|\\\\[\\x20-\\x7e])*"' % _UTF8_NON_ASCII)
-_SUB_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\Z")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_ASCII_DOMAIN = re.compile(r"(?:%s\.)*%s\Z" % (_LABEL, _LABEL))
 _SUB_DOMAIN_UTF8 = re.compile(
     "[A-Za-z0-9%s](?:[A-Za-z0-9%s-]*[A-Za-z0-9%s])?\\Z" % ((_UTF8_NON_ASCII,) * 3))
 _GENERAL_LITERAL = re.compile(r"([A-Za-z0-9-]*[A-Za-z0-9]):([\x21-\x5a\x5e-\x7e]+)\Z")
@@ -64,9 +65,13 @@ def octets(text):
 
 
 def split_command(line):
-    """``"mail FROM:<a>"`` → ``("MAIL", "FROM:<a>")``; trailing spaces are ignored."""
+    """``"mail FROM:<a>"`` → ``("MAIL", "FROM:<a>")``; trailing spaces are ignored.
+
+    Only an ASCII verb is upper-cased: str.upper() would turn "MA\u0131L"
+    (dotless i) into "MAIL", letting a non-ASCII word run as a command.
+    """
     verb, _, argument = line.rstrip(" ").partition(" ")
-    return verb.upper(), argument.lstrip(" ")
+    return (verb.upper() if verb.isascii() else verb), argument.lstrip(" ")
 
 
 def split_path_argument(argument, keyword):
@@ -181,10 +186,12 @@ def is_dot_string(text, *, smtputf8=False):
 
 def is_domain(text, *, smtputf8=False):
     """RFC 5321 Domain (RFC 6531 U-labels with SMTPUTF8); 255 octets, 63 per label."""
-    if not text or octets(text) > MAX_DOMAIN:
+    if text.isascii():          # the common case, in one regex
+        return len(text) <= MAX_DOMAIN and _ASCII_DOMAIN.match(text) is not None
+    if not smtputf8 or octets(text) > MAX_DOMAIN:
         return False
-    sub_domain = _SUB_DOMAIN_UTF8 if smtputf8 else _SUB_DOMAIN
-    return all(octets(label) <= 63 and sub_domain.match(label) for label in text.split("."))
+    return all(octets(label) <= 63 and _SUB_DOMAIN_UTF8.match(label)
+               for label in text.split("."))
 
 
 def is_address_literal(text):

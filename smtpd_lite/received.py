@@ -14,6 +14,7 @@ host name or address can add a line, a header or a fake clause.
 import email.utils
 import ipaddress
 import re
+import time
 
 _UNSAFE = re.compile(r"[^\x21-\x7e]|[()\\;<>\"]")
 _UNSAFE_COMMENT = re.compile(r"[^A-Za-z0-9 ._\-]")
@@ -49,6 +50,20 @@ def neuter(text):
     return _UNSAFE.sub("?", text) or "?"
 
 
+_last_date = (None, "")
+
+
+def _now():
+    """The RFC 5322 date, formatted at most once a second."""
+    global _last_date
+    second = int(time.time())
+    cached_second, text = _last_date
+    if cached_second != second:
+        text = email.utils.formatdate(second, localtime=True)
+        _last_date = (second, text)
+    return text
+
+
 def received_header(*, helo, ip, hostname, appname, protocol, queue_id,
                     recipients, reverse_name=None, tls_comment=None, date=None):
     """Return the folded header as bytes ending in CRLF.
@@ -69,5 +84,5 @@ def received_header(*, helo, ip, hostname, appname, protocol, queue_id,
         lines.append("\tfor <%s>;" % _UNSAFE_ADDRESS.sub("?", recipients[0]))
     else:
         lines.append(by + ";")
-    lines[-1] += " " + (date or email.utils.formatdate(localtime=True))
+    lines[-1] += " " + (date or _now())
     return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")

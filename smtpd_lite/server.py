@@ -19,6 +19,7 @@ from . import callbacks, proxy, replies
 from . import options as options_table
 from .session import SMTPSession
 from .watchdog import Watchdog
+from .workers import serve_workers
 
 logger = logging.getLogger("smtpd_lite")
 
@@ -231,12 +232,13 @@ def _remove_stale_socket(path):
         pass
 
 
-def serve(addr, handler, appname="smtpd", hostname="", **options):
+def serve(addr, handler, appname="smtpd", hostname="", workers=1, **options):
     """Listen on ``addr`` and serve until SIGINT or SIGTERM, then shut down.
 
     The ``ListenAndServe`` of mhale/smtpd: ``addr`` is ``"host:port"``,
     ``":port"``, ``"[v6addr]:port"``, a ``(host, port)`` tuple, or a
-    filesystem path (Unix socket).
+    filesystem path (Unix socket).  ``workers`` > 1 pre-forks that many
+    processes on the one listening socket (POSIX), for more than one core.
     """
     if isinstance(addr, str) and addr.startswith("/"):
         address = addr
@@ -244,7 +246,16 @@ def serve(addr, handler, appname="smtpd", hostname="", **options):
         address = parse_address(addr)
     with SMTPServer(address, handler, appname=appname, hostname=hostname, **options) as server:
         logger.info("smtpd_lite listening on %s", server.server_address)
-        run_until_signalled(server)
+        if workers > 1:
+            serve_workers(server.socket, workers, lambda listener: _run_worker(server))
+        else:
+            run_until_signalled(server)
+
+
+def _run_worker(server):
+    """A forked child: serve, then drain (the parent's ``with`` does not run here)."""
+    run_until_signalled(server)
+    server.server_close()
 
 
 def run_until_signalled(server):

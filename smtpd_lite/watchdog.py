@@ -22,6 +22,7 @@ class Watchdog:
         self._changed = threading.Condition()
         self._thread = None
         self._stopped = False
+        self._cancelled = 0
 
     def watch(self, seconds, callback):
         """Call ``callback()`` after ``seconds`` unless :meth:`cancel` is called first."""
@@ -32,12 +33,24 @@ class Watchdog:
                 self._thread = threading.Thread(target=self._run, name="smtpd_lite watchdog",
                                                 daemon=True)
                 self._thread.start()
-            self._changed.notify()
+            elif self._heap[0] is entry:
+                # Only a new earliest deadline needs the thread awake; most
+                # messages come and go without waking it at all.
+                self._changed.notify()
         return entry
 
     def cancel(self, entry):
         with self._changed:
+            if entry[2] is None:
+                return
             entry[2] = None
+            self._cancelled += 1
+            # Cancelled entries wait in the heap for their deadline; keep them
+            # from outnumbering the live ones (a busy server cancels thousands).
+            if self._cancelled > 64 and 2 * self._cancelled > len(self._heap):
+                self._heap = [live for live in self._heap if live[2] is not None]
+                heapq.heapify(self._heap)
+                self._cancelled = 0
 
     def stop(self):
         """End the thread (pending callbacks are dropped); it restarts on demand."""
@@ -54,9 +67,11 @@ class Watchdog:
                 if self._stopped:
                     self._stopped = False
                     self._heap.clear()
+                    self._cancelled = 0
                     return
                 while self._heap and self._heap[0][2] is None:
                     heapq.heappop(self._heap)
+                    self._cancelled -= 1
                 if not self._heap:
                     self._changed.wait()
                     continue

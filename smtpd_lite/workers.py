@@ -1,0 +1,93 @@
+"""Pre-forked worker processes sharing one listening socket (``--workers N``).
+
+Threads share one GIL; processes do not.  The parent binds the listener,
+forks ``count`` children that each run a whole :class:`SMTPServer` on it, and
+then only supervises: a child that dies is replaced, and SIGTERM or SIGINT is
+passed on so every child drains its sessions (graceful shutdown) before the
+parent exits 0.  POSIX only.
+"""
+
+import logging
+import os
+import signal
+import time
+
+logger = logging.getLogger("smtpd_lite")
+
+# A child that dies within this many seconds of its start counts as a crash
+# loop: wait before forking the next one, so a broken handler cannot spin.
+_QUICK_DEATH = 1.0
+_RESTART_PAUSE = 1.0
+
+
+def serve_workers(listener, count, run_child):
+    """Fork ``count`` children running ``run_child(listener)``; supervise them.
+
+    Returns when all children have exited after SIGTERM/SIGINT.
+    """
+    if not hasattr(os, "fork"):
+        raise OSError("workers need os.fork (POSIX)")
+    listener.setblocking(False)         # children race for accept(); losers move on
+    stopping = []
+    children = {}
+
+    def stop(signum, frame):
+        # waitpid() resumes after a handler (PEP 475), so pass the signal on here.
+        stopping.append(signum)
+        for pid in list(children):
+            _signal(pid, signal.SIGTERM)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for _ in range(count):
+            _start_child(children, listener, run_child, previous)
+        while children:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            started = children.pop(pid, None)
+            if started is None or stopping:
+                continue
+            logger.error("worker %d exited (%s); starting another", pid, _describe(status))
+            if time.monotonic() - started < _QUICK_DEATH:
+                time.sleep(_RESTART_PAUSE)
+            if not stopping:
+                _start_child(children, listener, run_child, previous)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for pid in children:
+            _signal(pid, signal.SIGTERM)
+
+
+def _start_child(children, listener, run_child, previous):
+    pid = os.fork()
+    if pid:
+        children[pid] = time.monotonic()
+        return
+    # In the child: default signal handling until its own server installs one.
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+    status = 1
+    try:
+        run_child(listener)
+        status = 0
+    except BaseException:
+        logger.exception("worker %d failed", os.getpid())
+    finally:
+        logging.shutdown()
+        os._exit(status)
+
+
+def _signal(pid, signum):
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _describe(status):
+    if os.WIFSIGNALED(status):
+        return "signal %d" % os.WTERMSIG(status)
+    return "status %d" % os.WEXITSTATUS(status)
