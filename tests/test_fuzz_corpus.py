@@ -74,36 +74,3 @@ _DATA_PIECES = st.sampled_from([b"\r\n", b"\r", b"\n", b".", b"..", b"\r\n.\r\n"
        seed=st.integers(0, 255), pieces=st.lists(_DATA_PIECES, max_size=40))
 def test_data_assembler_against_model(flags, limit, size, seed, pieces):
     harnesses.check_data(bytes([flags, limit, size, seed]) + b"".join(pieces))
-
-
-# -- findings: inputs that break a stricter invariant; the lead fixes the code ------
-
-def _strict(monkeypatch, switch):
-    monkeypatch.setattr(harnesses, switch, True)
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "F1: bare_eol='normalize' counts line length up to each raw LF, so a bare-LF line of "
-    "max_line_length octets becomes max_line_length + 1 octets after CRLF normalisation and is "
-    "accepted, while two short lines joined by a bare CR count as one long line and are refused"))
-@pytest.mark.parametrize("seed", ["bare-lf-1000-normalize", "bare-cr-split-normalize"])
-def test_finding_normalized_line_length(monkeypatch, seed):
-    _strict(monkeypatch, "STRICT_NORMALIZED_LINE_LENGTH")
-    harnesses.check_data(seeds.DATA[seed])
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "F2: a message with an over-long line followed by a bare LF gets 500 5.5.2 (line too long) "
-    "or 550 5.5.2 (bare LF) depending on how the bytes were split into segments"))
-def test_finding_error_choice_depends_on_segmentation(monkeypatch):
-    _strict(monkeypatch, "STRICT_ERROR_CHOICE")
-    harnesses.check_data(seeds.DATA["long-line-then-bare-lf"])
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "F3: split_command upper-cases with str.upper(), so 'MA\\u0131L' (dotless i) and "
-    "'\\u017fTARTTLS' (long s) become the ASCII verbs MAIL and STARTTLS and are executed"))
-@pytest.mark.parametrize("seed", ["dotless-i-verb", "long-s-verb"])
-def test_finding_non_ascii_verbs(monkeypatch, seed):
-    _strict(monkeypatch, "STRICT_ASCII_VERB")
-    harnesses.check_command(seeds.COMMAND[seed])

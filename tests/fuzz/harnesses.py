@@ -54,10 +54,6 @@ def _reply_safe(text):
 
 # -- command: the command-line tokenizer -----------------------------------------
 
-# F3 (finding, xfail in tests/test_fuzz_corpus.py): str.upper() maps "ı" to
-# "I" and "ſ"/"ﬅ"/"ﬆ" to "S"/"ST", so "MAıL" and "ſTARTTLS" are executed as MAIL
-# and STARTTLS.  Flip once split_command (or the session) upper-cases ASCII only.
-STRICT_ASCII_VERB = False
 
 def check_command(raw):
     """``raw`` is one command line without its CRLF, as read from the socket."""
@@ -68,13 +64,15 @@ def check_command(raw):
     assert argument == argument.lstrip(" ") and argument == argument.rstrip(" ")
     stripped = line.rstrip(" ")
     first = stripped.partition(" ")[0]
-    assert verb == first.upper()
+    assert verb.upper() == first.upper()
     assert argument in stripped
     # The session dispatches only ASCII-alphabetic verbs (smtp_<VERB>): such
     # a verb must have been sent in ASCII (RFC 5321 §2.4: verbs are ASCII,
-    # case-insensitive in ASCII only).
-    if STRICT_ASCII_VERB and verb.isascii() and verb.isalpha():
+    # case-insensitive in ASCII only).  str.upper() alone would run "MA\u0131L"
+    # (dotless i) as MAIL and "\u017fTARTTLS" (long s) as STARTTLS.
+    if verb.isascii() and verb.isalpha():
         assert first.isascii(), "non-ASCII %r dispatched as %r" % (first, verb)
+        assert verb == first.upper()
     for keyword in ("FROM:", "TO:"):
         split = grammar.split_path_argument(argument, keyword)
         if split is None:
@@ -334,20 +332,6 @@ def check_proxy(raw):
 
 # -- data: the DATA assembler and its reference model --------------------------
 
-# Known deviations of DataAssembler from the reference model.  Each is a
-# finding reported to the lead with an xfail(strict=True) test in
-# tests/test_fuzz_corpus.py; flip the switch once the code is fixed (those
-# tests then XPASS and fail, which is the reminder).
-#
-# F1: with bare_eol="normalize", line lengths are counted up to each LF in
-#     the raw bytes, not on the normalised CRLF lines: a bare LF line of
-#     max_line_length octets becomes max_line_length + 1 octets and is
-#     accepted; a bare CR does not end a line for the count.
-STRICT_NORMALIZED_LINE_LENGTH = False
-# F2: when a message breaks two rules, which error is answered depends on
-#     how the bytes were split into TCP segments.
-STRICT_ERROR_CHOICE = False
-
 _EOL = re.compile(rb"\r\n|\r|\n")
 
 
@@ -368,7 +352,6 @@ class Model:
         end = ends[0]
         self.rest = b"\r\n".join(lines[end + 1:])
         self.errors = set()
-        self.lenient_errors = set()       # the same, counting lengths as F1 does
         output = []
         for line in lines[:end]:
             if normalize:
@@ -381,18 +364,9 @@ class Model:
                 if max_line_length and len(piece) + 2 > max_line_length:
                     self.errors.add(data.LINE_TOO_LONG)
                 output.append((piece[1:] if piece[:1] == b"." else piece) + b"\r\n")
-            if normalize and max_line_length:
-                # F1: the assembler's count: up to each LF, CR counted as a character.
-                segments = (line + b"\r\n").split(b"\n")[:-1]
-                if any(len(segment) + 1 > max_line_length for segment in segments):
-                    self.lenient_errors.add(data.LINE_TOO_LONG)
         self.output = b"".join(output)
         if max_size and len(self.output) > max_size:
             self.errors.add(data.TOO_BIG)
-        if not normalize or STRICT_NORMALIZED_LINE_LENGTH:
-            self.lenient_errors = set(self.errors)
-        else:
-            self.lenient_errors |= self.errors - {data.LINE_TOO_LONG}
 
 
 class _Sink:
@@ -473,14 +447,13 @@ def check_data(raw):
             continue
         assert rest == model.rest, (rest, model.rest)
         if error is None:
-            assert not model.lenient_errors, ("accepted", model.errors)
+            assert not model.errors, ("accepted", model.errors)
             assert sink.getvalue() == model.output
             assert assembler.size == len(model.output)
         else:
-            assert error in model.errors | model.lenient_errors, (error, model.errors)
+            assert error in model.errors, (error, model.errors)
         chosen.add(error)
-    if STRICT_ERROR_CHOICE:
-        assert len(chosen) <= 1, "error depends on the split: %s" % chosen
+    assert len(chosen) <= 1, "the error depends on the split: %s" % chosen
 
 
 HARNESSES = {
