@@ -183,3 +183,35 @@ def test_quickstart_example():
     assert re.fullmatch(r"Message from alice@example.org to \['bob@example.org'\] \d+ bytes\n",
                         stdout), stdout
     assert stderr == ""
+
+
+def test_security_page_cites_real_tests():
+    """Every test module and test named under *Tests:* in security.rst exists."""
+    text = (DOCS / "security.rst").read_text(encoding="utf-8")
+    blocks = re.findall(r"\*Tests:\*(.*?)(?:\n\n|\Z)", text, re.S)
+    assert len(blocks) >= 10
+    missing = []
+    for block in blocks:
+        block = " ".join(block.split())
+        cited = re.findall(r"``(tests/[\w/]+\.py)``(?:\s*\(([^)]*)\))?", block)
+        assert cited, block
+        for module, names in cited:
+            path = REPO / module
+            if not path.is_file():
+                missing.append(module)
+                continue
+            source = path.read_text(encoding="utf-8")
+            missing += ["%s::%s" % (module, name) for name in re.findall(r"``(test_\w+)``", names)
+                        if not re.search(r"^def %s\(" % name, source, re.M)]
+    assert not missing, "security.rst cites tests that do not exist: %s" % missing
+
+
+def test_every_page_is_reachable_from_the_index():
+    """No page is left out of the toctrees (Sphinx only warns for orphans)."""
+    pages = {path.stem for path in DOCS.glob("*.rst")}
+    linked = set()
+    for path in DOCS.glob("*.rst"):
+        for block in re.findall(r"\.\. toctree::\n((?:[ \t]+.*\n|\n)+)", path.read_text("utf-8")):
+            linked.update(line.strip() for line in block.splitlines()
+                          if line.strip() and not line.strip().startswith(":"))
+    assert pages - linked == {"index"}, pages - linked
