@@ -8,12 +8,15 @@ answers pipelined commands (RFC 2920) in one packet and keeps multi-line
 replies in one segment.
 """
 
+from __future__ import annotations
+
 import select
 import socket
 import ssl
 import struct
 import sys
 import time
+from typing import Callable
 
 RECV_SIZE = 65536
 
@@ -25,7 +28,7 @@ _KERNEL_TIMEOUTS = sys.platform.startswith("linux") and struct.calcsize("@ll") =
 _PEEK = getattr(socket, "MSG_PEEK", 0) | getattr(socket, "MSG_DONTWAIT", 0)
 
 
-def _timeval(seconds):
+def _timeval(seconds: float | None) -> bytes:
     seconds = max(seconds or 0, 0)
     whole = int(seconds)
     micro = int((seconds - whole) * 1e6)
@@ -48,7 +51,7 @@ class LineTooLong(Exception):
     ``head`` holds its first octets, enough to tell which command it was.
     """
 
-    def __init__(self, head):
+    def __init__(self, head: bytes) -> None:
         super().__init__(head)
         self.head = head
 
@@ -56,33 +59,33 @@ class LineTooLong(Exception):
 class Connection:
     """Buffered reads and writes on ``sock`` with a ``timeout`` in seconds (0: none)."""
 
-    def __init__(self, sock, timeout):
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
         self.sock = sock
         self.timeout = timeout
         self.buffer = bytearray()
-        self._output = []
-        self._deadline = None
+        self._output: list[bytes] = []
+        self._deadline: float | None = None
         self._data_phase = False
         self._min_data_rate = 0
         self._kernel_timeouts = _KERNEL_TIMEOUTS and not isinstance(sock, ssl.SSLSocket)
-        self._receive_wait = None       # the SO_RCVTIMEO now set, in seconds
+        self._receive_wait: float | None = None      # the SO_RCVTIMEO now set
         if self._kernel_timeouts:
             sock.settimeout(None)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout))
             self._set_receive_wait(timeout)
 
-    def _set_receive_wait(self, seconds):
+    def _set_receive_wait(self, seconds: float) -> None:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
         self._receive_wait = seconds
 
     # -- deadlines ---------------------------------------------------------
 
-    def start_deadline(self, seconds=None):
+    def start_deadline(self, seconds: float | None = None) -> None:
         """Start the clock for the next whole command or data chunk."""
         seconds = self.timeout if seconds is None else seconds
         self._deadline = time.monotonic() + seconds if seconds else None
 
-    def start_data_phase(self, min_data_rate=0):
+    def start_data_phase(self, min_data_rate: int = 0) -> None:
         """Deadlines for message content (DATA, BDAT) until :meth:`end_data_phase`.
 
         Without a minimum rate, each received line restarts the clock.  With
@@ -94,10 +97,10 @@ class Connection:
         self._data_phase = True
         self._min_data_rate = min_data_rate
 
-    def end_data_phase(self):
+    def end_data_phase(self) -> None:
         self._data_phase = False
 
-    def _progress(self, data):
+    def _progress(self, data: bytes) -> None:
         if self._deadline is None:
             return
         if self._min_data_rate:
@@ -107,7 +110,7 @@ class Connection:
         elif b"\n" in data:
             self.start_deadline()
 
-    def _recv(self, size):
+    def _recv(self, size: int) -> bytes:
         self.flush()
         while True:
             remaining = None
@@ -139,7 +142,7 @@ class Connection:
 
     # -- reading -------------------------------------------------------------
 
-    def read_line(self, limit):
+    def read_line(self, limit: int) -> bytes:
         """Return one line including its LF; at most ``limit`` octets are kept.
 
         A longer line is read to its end and thrown away, then
@@ -165,7 +168,7 @@ class Connection:
             start = len(buffer)
             buffer += self._recv(RECV_SIZE)
 
-    def _discard_line(self):
+    def _discard_line(self) -> None:
         self.buffer.clear()
         while True:
             data = self._recv(RECV_SIZE)
@@ -174,11 +177,11 @@ class Connection:
                 self.buffer += data[end + 1:]
                 return
 
-    def fill(self):
+    def fill(self) -> None:
         """Read more bytes into :attr:`buffer` (for parsers that need to look ahead)."""
         self.buffer += self._recv(RECV_SIZE)
 
-    def read_some(self):
+    def read_some(self) -> bytes:
         """Return whatever is buffered, or the next bytes from the socket."""
         if self.buffer:
             data = bytes(self.buffer)
@@ -186,7 +189,7 @@ class Connection:
             return data
         return self._recv(RECV_SIZE)
 
-    def read_exact(self, count, sink_write):
+    def read_exact(self, count: int, sink_write: Callable[[bytes], object]) -> None:
         """Pass exactly ``count`` octets to ``sink_write``, without holding them all."""
         while count:
             if self.buffer:
@@ -200,12 +203,12 @@ class Connection:
             count -= len(data)
             sink_write(data)
 
-    def unread(self, data):
+    def unread(self, data: bytes) -> None:
         """Put back bytes read past the end of a message (pipelined commands)."""
         if data:
             self.buffer[:0] = data
 
-    def has_pending_input(self):
+    def has_pending_input(self) -> bool:
         """True if the client has sent bytes we have not read yet."""
         if self.buffer:
             return True
@@ -226,7 +229,7 @@ class Connection:
         except (OSError, ValueError):
             return False
 
-    def start_tls(self, context):
+    def start_tls(self, context: ssl.SSLContext) -> ssl.SSLSocket:
         """Handshake as the server (within the deadline) and read and write through TLS.
 
         Everything the client sent before is thrown away first (RFC 3207 §4:
@@ -256,10 +259,10 @@ class Connection:
 
     # -- writing -------------------------------------------------------------
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         self._output.append(data)
 
-    def flush(self):
+    def flush(self) -> None:
         if self._output:
             data = b"".join(self._output)
             self._output.clear()

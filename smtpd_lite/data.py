@@ -17,6 +17,10 @@ Security rules that live here:
   memory is bounded by ``max_size``.
 """
 
+from __future__ import annotations
+
+from typing import IO
+
 TERMINATOR = b"\r\n.\r\n"
 
 # Error codes, answered by the session after end-of-data.
@@ -35,12 +39,13 @@ class DataAssembler:
     message octets written to ``sink``.
     """
 
-    def __init__(self, sink, *, max_size=0, max_line_length=0, bare_eol="reject"):
+    def __init__(self, sink: IO[bytes], *, max_size: int = 0, max_line_length: int = 0,
+                 bare_eol: str = "reject") -> None:
         self.sink = sink
         self.max_size = max_size
         self.max_line_length = max_line_length
         self.normalize = bare_eol == "normalize"
-        self._problems = set()
+        self._problems: set[str] = set()
         self.size = 0
         self.received = 0
         # Bytes held back because they may start the terminator or a CRLF.
@@ -53,7 +58,7 @@ class DataAssembler:
         # Octets of the current (unfinished) line already passed on.
         self._line_length = 0
 
-    def feed(self, chunk):
+    def feed(self, chunk: bytes) -> bytes | None:
         buffer = self._tail + chunk if self._tail else chunk
         self.received += len(chunk)
         if self._after_crlf and buffer[:3] == b".\r\n":
@@ -74,7 +79,7 @@ class DataAssembler:
             self._process(buffer[:cut])
         return None
 
-    def _process(self, piece):
+    def _process(self, piece: bytes) -> None:
         """Check and unstuff ``piece``, which never ends between CR and LF.
 
         Every check runs on every piece, so the answer does not depend on how
@@ -98,14 +103,14 @@ class DataAssembler:
             self.sink.write(piece)
 
     @property
-    def error(self):
+    def error(self) -> str | None:
         """None, or the one problem to answer, by a fixed priority."""
         for problem in (TOO_BIG, BARE_EOL, LINE_TOO_LONG):
             if problem in self._problems:
                 return problem
         return None
 
-    def _check_line_lengths(self, piece):
+    def _check_line_lengths(self, piece: bytes) -> None:
         limit = self.max_line_length
         if not limit:
             return
@@ -124,7 +129,7 @@ class DataAssembler:
         if self._line_length >= limit or (first >= 0 and longest > limit):
             self._problems.add(LINE_TOO_LONG)
 
-    def _check_bare_eol(self, piece):
+    def _check_bare_eol(self, piece: bytes) -> None:
         crlf = piece.count(b"\r\n")
         if piece.count(b"\r") != crlf or piece.count(b"\n") != crlf:
             self._problems.add(BARE_EOL)

@@ -4,6 +4,8 @@ The usual socketserver life cycle applies: ``serve_forever()``,
 ``shutdown()``, ``server_close()``, and use as a context manager.
 """
 
+from __future__ import annotations
+
 import collections
 import errno
 import logging
@@ -14,12 +16,19 @@ import socketserver
 import stat
 import threading
 import time
+from typing import TYPE_CHECKING, Any, Callable, Tuple, Union
 
 from . import callbacks, proxy, replies
 from . import options as options_table
 from .session import SMTPSession
 from .watchdog import Watchdog
 from .workers import serve_workers
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+# What serve() and SMTPServer accept as an address.
+Address = Union[str, "os.PathLike[str]", Tuple[str, int]]
 
 logger = logging.getLogger("smtpd_lite")
 
@@ -30,7 +39,7 @@ _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _MAX_ACCEPT_BACKOFF = 1.0
 
 
-def parse_address(address):
+def parse_address(address: str | tuple[str, int | str]) -> tuple[str, int]:
     """``"host:port"``, ``":port"``, ``"[v6]:port"``, ``"host"`` or a tuple → (host, port).
 
     An empty host means all addresses; a missing port means 25 (as in
@@ -69,8 +78,10 @@ class SMTPServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     block_on_close = False
 
-    def __init__(self, server_address, handler, *, appname="smtpd", hostname="",
-                 RequestHandlerClass=SMTPSession, bind_and_activate=True, **options):
+    def __init__(self, server_address: Address, handler: Callable[..., object], *,
+                 appname: str = "smtpd", hostname: str = "",
+                 RequestHandlerClass: type[SMTPSession] = SMTPSession,
+                 bind_and_activate: bool = True, **options: Any) -> None:
         if not callable(handler):
             raise TypeError("handler must be callable")
         self.settings = options_table.resolve(options)
@@ -81,16 +92,17 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         self.request_queue_size = self.settings.request_queue_size
         self.trusted_networks = proxy.parse_networks(self.settings.trusted_proxies)
         self.watchdog = Watchdog()
-        self._sessions = set()
+        self._sessions: set[SMTPSession] = set()
         self._connections = 0
-        self._per_address = collections.Counter()
+        self._per_address: collections.Counter[str] = collections.Counter()
         self._sessions_changed = threading.Condition()
         self._closing = False
         self._accept_backoff = 0.0
         self._dual_stack = False
-        if isinstance(server_address, (str, bytes, os.PathLike)):
+        bound: str | tuple[str, int]
+        if isinstance(server_address, (str, os.PathLike)):
             self.address_family = socket.AF_UNIX
-            server_address = os.fsdecode(server_address)
+            bound = os.fsdecode(server_address)
         else:
             host, port = parse_address(server_address)
             if not host and socket.has_dualstack_ipv6():
@@ -98,14 +110,15 @@ class SMTPServer(socketserver.ThreadingTCPServer):
                 host = "::"
             if ":" in host:
                 self.address_family = socket.AF_INET6
-            server_address = (host, port)
-        super().__init__(server_address, RequestHandlerClass, bind_and_activate)
+            bound = (host, port)
+        # typeshed types TCPServer for IP addresses only; a str is a Unix path.
+        super().__init__(bound, RequestHandlerClass, bind_and_activate)  # type: ignore[arg-type]
 
-    def serve_forever(self, poll_interval=0.1):
+    def serve_forever(self, poll_interval: float = 0.1) -> None:
         # socketserver's 0.5 s makes every shutdown() wait that long.
         super().serve_forever(poll_interval)
 
-    def server_bind(self):
+    def server_bind(self) -> None:
         if self.address_family == socket.AF_UNIX:
             _remove_stale_socket(self.server_address)
         elif self.address_family == socket.AF_INET6:
@@ -115,7 +128,7 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         if self.address_family == socket.AF_INET6:
             self.server_address = self.server_address[:2]
 
-    def get_request(self):
+    def get_request(self) -> tuple[socket.socket, Any]:
         try:
             request = super().get_request()
         except OSError as error:
@@ -130,7 +143,7 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         self._accept_backoff = 0.0
         return request
 
-    def process_request(self, request, client_address):
+    def process_request(self, request: Any, client_address: Any) -> None:
         """Start a session thread, or answer 421 at once when full or closing."""
         limit = self.settings.max_connections
         with self._sessions_changed:
@@ -149,17 +162,17 @@ class SMTPServer(socketserver.ThreadingTCPServer):
             self._release_connection()
             raise
 
-    def process_request_thread(self, request, client_address):
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
             self._release_connection()
 
-    def _release_connection(self):
+    def _release_connection(self) -> None:
         with self._sessions_changed:
             self._connections -= 1
 
-    def refuse(self, request, reply):
+    def refuse(self, request: socket.socket, reply: str) -> None:
         """Send one reply without blocking, then close (no thread needed)."""
         try:
             request.setblocking(False)
@@ -170,11 +183,11 @@ class SMTPServer(socketserver.ThreadingTCPServer):
 
     # -- sessions, for per-address limits and graceful shutdown ---------------
 
-    def add_session(self, session):
+    def add_session(self, session: SMTPSession) -> None:
         with self._sessions_changed:
             self._sessions.add(session)
 
-    def admit(self, session):
+    def admit(self, session: SMTPSession) -> bool:
         """Count ``session`` against its client address; False if over the limit."""
         limit = self.settings.max_connections_per_ip
         address = session.peer[0]
@@ -185,7 +198,7 @@ class SMTPServer(socketserver.ThreadingTCPServer):
             session.admitted = True
             return True
 
-    def remove_session(self, session):
+    def remove_session(self, session: SMTPSession) -> None:
         with self._sessions_changed:
             self._sessions.discard(session)
             if getattr(session, "admitted", False):
@@ -194,7 +207,7 @@ class SMTPServer(socketserver.ThreadingTCPServer):
                     del self._per_address[session.peer[0]]
             self._sessions_changed.notify_all()
 
-    def server_close(self):
+    def server_close(self) -> None:
         """Close the listener and drain the sessions (design.md §5).
 
         Idle sessions get ``421 4.3.2`` at once; sessions inside a transaction
@@ -219,12 +232,12 @@ class SMTPServer(socketserver.ThreadingTCPServer):
             session.abort()
         self.watchdog.stop()
 
-    def handle_error(self, request, client_address):
+    def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver prints tracebacks to stderr; ours go to the logger.
         logger.exception("unexpected error in session with %s", client_address)
 
 
-def _remove_stale_socket(path):
+def _remove_stale_socket(path: Any) -> None:
     try:
         if stat.S_ISSOCK(os.stat(path).st_mode):
             os.unlink(path)
@@ -232,7 +245,8 @@ def _remove_stale_socket(path):
         pass
 
 
-def serve(addr, handler, appname="smtpd", hostname="", workers=1, **options):
+def serve(addr: Address, handler: Callable[..., object], appname: str = "smtpd",
+          hostname: str = "", workers: int = 1, **options: Any) -> None:
     """Listen on ``addr`` and serve until SIGINT or SIGTERM, then shut down.
 
     The ``ListenAndServe`` of mhale/smtpd: ``addr`` is ``"host:port"``,
@@ -240,7 +254,8 @@ def serve(addr, handler, appname="smtpd", hostname="", workers=1, **options):
     filesystem path (Unix socket).  ``workers`` > 1 pre-forks that many
     processes on the one listening socket (POSIX), for more than one core.
     """
-    if isinstance(addr, str) and addr.startswith("/"):
+    address: Address
+    if isinstance(addr, os.PathLike) or (isinstance(addr, str) and addr.startswith("/")):
         address = addr
     else:
         address = parse_address(addr)
@@ -252,19 +267,23 @@ def serve(addr, handler, appname="smtpd", hostname="", workers=1, **options):
             run_until_signalled(server)
 
 
-def _run_worker(server):
+def _run_worker(server: SMTPServer) -> None:
     """A forked child: serve, then drain (the parent's ``with`` does not run here)."""
     run_until_signalled(server)
     server.server_close()
 
 
-def run_until_signalled(server):
+def run_until_signalled(server: SMTPServer) -> None:
     """Run ``server.serve_forever`` until SIGINT/SIGTERM, then stop accepting."""
     stop = threading.Event()
-    previous = {}
+    previous: dict[int, Any] = {}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda *_: stop.set())
+            previous[signum] = signal.signal(signum, on_signal)
     accept_loop = threading.Thread(target=server.serve_forever, name="smtpd_lite accept",
                                    daemon=True)
     accept_loop.start()
@@ -276,6 +295,6 @@ def run_until_signalled(server):
     finally:
         server.shutdown()
         accept_loop.join()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     logger.info("smtpd_lite stopped")

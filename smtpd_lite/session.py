@@ -7,6 +7,8 @@ BDAT go through :class:`~smtpd_lite.data.DataAssembler` to the handler.
 Subclass and add ``smtp_XYZZY`` to support a new verb.
 """
 
+from __future__ import annotations
+
 import io
 import logging
 import os
@@ -15,10 +17,14 @@ import socketserver
 import tempfile
 import threading
 import time
+from typing import IO, TYPE_CHECKING, Any, Callable
 
 from . import auth, callbacks, grammar, proxy, received, replies, tls
 from .connection import ClientGone, Connection, LineTooLong, SessionTimeout
 from .data import BARE_EOL, LINE_TOO_LONG, TOO_BIG, DataAssembler
+
+if TYPE_CHECKING:
+    from .server import SMTPServer
 
 logger = logging.getLogger("smtpd_lite")
 protocol_logger = logging.getLogger("smtpd_lite.protocol")
@@ -33,7 +39,10 @@ AUTH_LINE_LIMIT = 12288 + 2
 class SMTPSession(socketserver.StreamRequestHandler):
     """Serves one SMTP (or LMTP) client; ``self.server`` is the SMTPServer."""
 
-    def setup(self):
+    server: SMTPServer
+    request: socket.socket
+
+    def setup(self) -> None:
         # No rfile/wfile: Connection does bounded, deadline-aware I/O itself.
         server = self.server
         self.settings = server.settings
@@ -47,22 +56,24 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.trace = self.settings.log_protocol and protocol_logger.isEnabledFor(logging.DEBUG)
         self.closing = False
         self.errors = 0
-        self.helo = None
+        self.helo: str | None = None
         self.esmtp = False
         self.tls = False
-        self.auth_user = None
+        self.auth_user: str | None = None
         self.auth_failures = 0
-        self._reverse_name = None
+        self._reverse_name: str | None = None
         # Shared with the server's and the watchdog's threads, under _state_lock.
         self._state_lock = threading.Lock()
         self._idle = False          # waiting for a command
         self._stopping = False      # the server is shutting down
         self._stopped = False       # ... and woke us from an idle wait
+        self._in_handler = False    # the message handler is running
+        self._answered_by_watchdog = False
         self.admitted = False
         self.reset_transaction()
         server.add_session(self)
 
-    def handle(self):
+    def handle(self) -> None:
         try:
             if self.settings.proxy_protocol and not self.read_proxy_header():
                 return
@@ -87,14 +98,14 @@ class SMTPSession(socketserver.StreamRequestHandler):
             else:
                 logger.debug("%s: connection lost: %s", _format_peer(self.peer), error)
 
-    def finish(self):
+    def finish(self) -> None:
         self.discard_transaction()
         if self.tls:        # socketserver closes the plain socket it handed us
             _shutdown_socket(self.conn.sock, socket.SHUT_RDWR)
             self.conn.sock.close()
         self.server.remove_session(self)
 
-    def read_proxy_header(self):
+    def read_proxy_header(self) -> bool:
         """Take the client address from a PROXY v1/v2 header; False to drop the connection.
 
         Only trusted proxies may send one, and it must come first and whole
@@ -132,7 +143,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     # -- shutdown, called from the server's thread ------------------------------
 
-    def stop(self):
+    def stop(self) -> None:
         """Ask the session to end: now if idle, else after its transaction."""
         with self._state_lock:
             self._stopping = True
@@ -143,17 +154,17 @@ class SMTPSession(socketserver.StreamRequestHandler):
         # sends 421, so no two threads ever write (or TLS-encrypt) at once.
         _shutdown_socket(self.conn.sock, socket.SHUT_RD)
 
-    def abort(self):
+    def abort(self) -> None:
         """End the session now, whatever it is doing (shutdown_timeout passed)."""
         _shutdown_socket(self.conn.sock, socket.SHUT_RDWR)
 
     # -- the command loop ---------------------------------------------------
 
-    def greet(self):
+    def greet(self) -> None:
         template = replies.GREETING_LMTP if self.settings.lmtp else replies.GREETING
         self.reply(template.format(hostname=self.hostname, appname=self.server.appname))
 
-    def handle_command(self):
+    def handle_command(self) -> None:
         """Read one command line and dispatch it through the verb table."""
         self.conn.flush()
         # Between commands a session is idle, even with an envelope: nothing
@@ -195,12 +206,12 @@ class SMTPSession(socketserver.StreamRequestHandler):
         else:
             method(argument)
 
-    def reply(self, text):
+    def reply(self, text: str) -> None:
         if self.trace:
             protocol_logger.debug("%s > %s", _format_peer(self.peer), text)
         self.conn.write(text.encode("utf-8", "surrogateescape") + b"\r\n")
 
-    def protocol_error(self, text):
+    def protocol_error(self, text: str) -> None:
         """Answer a client mistake; too many of them end the session (421)."""
         self.reply(text)
         self.errors += 1
@@ -208,7 +219,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             logger.info("%s: too many errors", _format_peer(self.peer))
             self.send_final(replies.TOO_MANY_ERRORS.format(hostname=self.hostname))
 
-    def send_final(self, text):
+    def send_final(self, text: str) -> None:
         """Send a last reply and end the session, ignoring a client already gone."""
         self.closing = True
         self.reply(text)
@@ -217,35 +228,36 @@ class SMTPSession(socketserver.StreamRequestHandler):
         except (ClientGone, SessionTimeout):
             pass
 
-    def reset_transaction(self):
+    def reset_transaction(self) -> None:
         """Forget the envelope (RSET, HELO/EHLO, after each message)."""
-        self.mailfrom = None
-        self.rcpttos = []
-        self.mail_options = []
-        self.rcpt_options = []
-        self.mail_params = {}
-        self.rcpt_params = {}
+        self.mailfrom: str | None = None
+        self.rcpttos: list[str] = []
+        self.mail_options: list[str] = []
+        self.rcpt_options: list[str] = []
+        self.mail_params: dict[str, Any] = {}
+        self.rcpt_params: dict[str, dict[str, Any]] = {}
         self.smtputf8 = False
-        self.queue_id = None
-        self.bdat = None    # (sink, size so far) while BDAT chunks arrive
+        self.queue_id: str | None = None
+        # (sink, octets so far) while BDAT chunks arrive.
+        self.bdat: tuple[IO[bytes], int] | None = None
 
-    def discard_transaction(self):
+    def discard_transaction(self) -> None:
         if self.bdat is not None:
             self.bdat[0].close()
         self.reset_transaction()
 
     # -- commands without an envelope ---------------------------------------
 
-    def smtp_HELO(self, argument):
+    def smtp_HELO(self, argument: str) -> None:
         self._hello("HELO", argument, esmtp=False)
 
-    def smtp_EHLO(self, argument):
+    def smtp_EHLO(self, argument: str) -> None:
         self._hello("EHLO", argument, esmtp=True)
 
-    def smtp_LHLO(self, argument):
+    def smtp_LHLO(self, argument: str) -> None:
         self._hello("LHLO", argument, esmtp=True)
 
-    def _hello(self, verb, argument, esmtp):
+    def _hello(self, verb: str, argument: str, esmtp: bool) -> None:
         if self.settings.lmtp != (verb == "LHLO"):
             self.protocol_error(replies.WRONG_HELLO if self.settings.lmtp
                                 else replies.UNKNOWN_COMMAND)
@@ -265,7 +277,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         lines = [self.hostname] + self.extensions()
         self.reply("\r\n".join("250-" + line for line in lines[:-1]) + "\r\n250 " + lines[-1])
 
-    def extensions(self):
+    def extensions(self) -> list[str]:
         """The EHLO keywords, in the order they are advertised."""
         size = self.settings.max_size
         keywords = ["PIPELINING", "SIZE %d" % size if size else "SIZE", "8BITMIME",
@@ -278,23 +290,23 @@ class SMTPSession(socketserver.StreamRequestHandler):
         keywords.append("HELP")
         return keywords
 
-    def smtp_NOOP(self, argument):
+    def smtp_NOOP(self, argument: str) -> None:
         self.reply(replies.OK)
 
-    def smtp_RSET(self, argument):
+    def smtp_RSET(self, argument: str) -> None:
         if argument:
             self.protocol_error(replies.NO_ARGUMENT_ALLOWED.format(verb="RSET"))
             return
         self.discard_transaction()
         self.reply(replies.OK)
 
-    def smtp_QUIT(self, argument):
+    def smtp_QUIT(self, argument: str) -> None:
         if argument:
             self.protocol_error(replies.NO_ARGUMENT_ALLOWED.format(verb="QUIT"))
             return
         self.send_final(replies.CLOSING)
 
-    def smtp_HELP(self, argument):
+    def smtp_HELP(self, argument: str) -> None:
         hidden = {"HELO", "EHLO"} if self.settings.lmtp else {"LHLO"}
         if self.settings.tls_context is None:
             hidden.add("STARTTLS")
@@ -304,7 +316,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
                           if name.startswith("smtp_") and name[5:] not in hidden)
         self.reply(replies.HELP.format(commands=" ".join(commands)))
 
-    def smtp_VRFY(self, argument):
+    def smtp_VRFY(self, argument: str) -> None:
         if not argument:
             self.protocol_error(replies.VRFY_SYNTAX)
             return
@@ -327,12 +339,12 @@ class SMTPSession(socketserver.StreamRequestHandler):
             reply = replies.LOCAL_ERROR
         self.reply(reply)
 
-    def smtp_EXPN(self, argument):
+    def smtp_EXPN(self, argument: str) -> None:
         self.reply(replies.EXPN_REFUSED)
 
     # -- the envelope ---------------------------------------------------------
 
-    def smtp_MAIL(self, argument):
+    def smtp_MAIL(self, argument: str) -> None:
         if self.tls_missing():
             return
         if self.helo is None:
@@ -375,7 +387,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.mail_options = parameter_text.upper().split()
         self.reply(replies.MAIL_OK)
 
-    def mail_keywords(self):
+    def mail_keywords(self) -> set[str]:
         """MAIL parameters this session offers (none after plain HELO)."""
         if not self.esmtp:
             return set()
@@ -384,7 +396,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             keywords.add("AUTH")        # RFC 4954 §5
         return keywords
 
-    def smtp_RCPT(self, argument):
+    def smtp_RCPT(self, argument: str) -> None:
         if self.tls_missing():
             return
         if self.mailfrom is None:
@@ -420,7 +432,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.rcpt_params[address] = parameters
         self.reply(replies.RCPT_OK)
 
-    def _parameters(self, text, checkers, offered):
+    def _parameters(self, text: str, checkers: dict[str, Callable[[str | None], Any]],
+                    offered: set[str]) -> dict[str, Any] | None:
         """Decoded ESMTP parameters, or None after answering the error."""
         smtputf8 = self.smtputf8 or "SMTPUTF8" in text.upper().split()
         try:
@@ -435,7 +448,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
                 self.protocol_error(replies.BAD_PARAMETER_VALUE.format(name=error.name))
         return None
 
-    def _address(self, path, smtputf8, syntax_reply, **rules):
+    def _address(self, path: str, smtputf8: bool, syntax_reply: str,
+                 **rules: bool) -> str | None:
         """The mailbox of ``path``, or None after answering the error."""
         try:
             return grammar.parse_path(path, smtputf8=smtputf8, **rules)
@@ -450,14 +464,14 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     # -- TLS (RFC 3207, RFC 8314) ----------------------------------------------
 
-    def tls_missing(self):
+    def tls_missing(self) -> bool:
         """Answer 530 and return True if ``require_tls`` holds and TLS is not active."""
         if self.settings.require_tls and not self.tls:
             self.protocol_error(replies.TLS_REQUIRED)
             return True
         return False
 
-    def smtp_STARTTLS(self, argument):
+    def smtp_STARTTLS(self, argument: str) -> None:
         if self.settings.tls_context is None:
             self.protocol_error(replies.TLS_NOT_AVAILABLE)
             return
@@ -475,7 +489,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.esmtp = False
         self.auth_user = None
 
-    def start_tls(self):
+    def start_tls(self) -> None:
         try:
             self.conn.start_tls(self.settings.tls_context)
         except ClientGone as error:
@@ -485,7 +499,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     # -- AUTH (RFC 4954) -----------------------------------------------------------
 
-    def auth_mechanisms_now(self):
+    def auth_mechanisms_now(self) -> tuple[str, ...]:
         """The mechanisms AUTH offers at this point of the session."""
         if self.settings.auth_handler is None:
             return ()
@@ -495,7 +509,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         return tuple(name for name in self.settings.auth_mechanisms
                      if plaintext_ok or name not in auth.PLAINTEXT_MECHANISMS)
 
-    def smtp_AUTH(self, argument):
+    def smtp_AUTH(self, argument: str) -> None:
         if self.settings.auth_handler is None:
             self.protocol_error(replies.AUTH_NOT_AVAILABLE)
             return
@@ -532,7 +546,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
             return
         self.check_credentials(mechanism, *credentials)
 
-    def sasl_exchange(self, mechanism, initial):
+    def sasl_exchange(self, mechanism: str,
+                      initial: str | None) -> tuple[str, str | None, str | None]:
         """Run the challenges; return (username, password, shared) as sent."""
         if mechanism == "PLAIN":
             authzid, username, password = auth.parse_plain(self.sasl_response("", initial))
@@ -551,7 +566,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         username, digest = auth.parse_cram_md5(response)
         return username, digest, challenge
 
-    def sasl_response(self, challenge, initial):
+    def sasl_response(self, challenge: str, initial: str | None) -> bytes:
         """The decoded client response: ``initial`` if given, else after a 334."""
         if initial is None:
             self.reply(replies.AUTH_CHALLENGE.format(challenge=challenge))
@@ -570,7 +585,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
             raise _Cancelled(replies.AUTH_CANCELLED)
         return auth.decode_response(initial)
 
-    def check_credentials(self, mechanism, username, password, shared):
+    def check_credentials(self, mechanism: str, username: str, password: str | None,
+                          shared: str | None) -> None:
         if password is None:            # refused before asking (PLAIN authzid)
             verdict = False
         else:
@@ -606,7 +622,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     # -- message content -----------------------------------------------------
 
-    def smtp_DATA(self, argument):
+    def smtp_DATA(self, argument: str) -> None:
         if self.tls_missing():
             return
         if argument:
@@ -652,7 +668,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             return
         self.deliver(sink)
 
-    def smtp_BDAT(self, argument):
+    def smtp_BDAT(self, argument: str) -> None:
         words = argument.split(" ")
         if not 1 <= len(words) <= 2 or not words[0].isdigit() or len(words[0]) > 20 or \
                 (len(words) == 2 and words[1].upper() != "LAST"):
@@ -686,17 +702,18 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.bdat = None
         self.deliver(sink)
 
-    def read_chunk(self, size, write):
+    def read_chunk(self, size: int, write: Callable[[bytes], object]) -> None:
         self.conn.start_data_phase(self.settings.min_data_rate)
         try:
             self.conn.read_exact(size, write)
         finally:
             self.conn.end_data_phase()
 
-    def new_message(self):
+    def new_message(self) -> IO[bytes]:
         """A sink for the next message, starting with the Received header."""
         self.queue_id = os.urandom(8).hex().upper()
         settings = self.settings
+        sink: IO[bytes]
         if settings.data_as_file:
             sink = tempfile.SpooledTemporaryFile(max_size=settings.spool_threshold)
         else:
@@ -705,7 +722,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             sink.write(self.received_header())
         return sink
 
-    def received_header(self):
+    def received_header(self) -> bytes:
         if self.settings.reverse_dns and self._reverse_name is None:
             self._reverse_name = _reverse_lookup(self.peer[0])
         protocol = received.transmission_type(
@@ -717,25 +734,28 @@ class SMTPSession(socketserver.StreamRequestHandler):
             recipients=self.rcpttos, reverse_name=self._reverse_name or None,
             tls_comment=self.tls_comment())
 
-    def tls_comment(self):
+    def tls_comment(self) -> str | None:
         return tls.describe(self.conn.sock) if self.tls else None
 
     # -- delivery -------------------------------------------------------------
 
-    def deliver(self, sink):
+    def deliver(self, sink: IO[bytes]) -> None:
         """Call the message handler and answer for it (once per recipient in LMTP)."""
-        if self.settings.data_as_file:
+        data: bytes | IO[bytes]
+        if isinstance(sink, io.BytesIO):
+            data = sink.getvalue()      # no copy: BytesIO hands over its buffer
+            sink.close()
+        else:
             sink.seek(0)
             data = sink
-        else:
-            data = sink.getvalue()
-            sink.close()
         queued = replies.QUEUED.format(queue_id=self.queue_id)
         extras = {name: getattr(self, name) for name in self.server.handler_extras}
         rcpttos = self.rcpttos
         answers = len(rcpttos) if self.settings.lmtp else 1
         self.conn.flush()           # the watchdog may write while we are in the handler
-        self._overdue = False
+        with self._state_lock:
+            self._in_handler = True
+            self._answered_by_watchdog = False
         watch = None
         if self.settings.handler_timeout:
             watch = self.server.watchdog.watch(
@@ -754,8 +774,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
             if watch is not None:
                 self.server.watchdog.cancel(watch)
         with self._state_lock:          # waits for a watchdog write in progress
-            overdue = self._overdue
-            self._overdue = None
+            self._in_handler = False
+            overdue = self._answered_by_watchdog
         if overdue:
             logger.error("message handler returned %r after the client was told 451: "
                          "possible duplicate (queue id %s)", result, self.queue_id)
@@ -768,12 +788,12 @@ class SMTPSession(socketserver.StreamRequestHandler):
             outcome = result.get(rcptto) if isinstance(result, dict) else result
             self.reply(callbacks.result_reply(outcome, queued, "message handler"))
 
-    def _handler_overdue(self, answers):
+    def _handler_overdue(self, answers: int) -> None:
         """Watchdog thread: answer 451 for a handler that is still running."""
         with self._state_lock:
-            if self._overdue is not False:     # the handler returned meanwhile
+            if not self._in_handler:           # the handler returned meanwhile
                 return
-            self._overdue = True
+            self._answered_by_watchdog = True
             logger.error("message handler still running after %s s; answering 451 "
                          "(queue id %s)", self.settings.handler_timeout, self.queue_id)
             try:
@@ -786,16 +806,16 @@ class SMTPSession(socketserver.StreamRequestHandler):
 class _Cancelled(Exception):
     """The AUTH exchange ended early; ``reply`` says why."""
 
-    def __init__(self, reply):
+    def __init__(self, reply: str) -> None:
         super().__init__(reply)
         self.reply = reply
 
 
-def _discard(data):
+def _discard(data: bytes) -> None:
     pass
 
 
-def _redact(raw):
+def _redact(raw: bytes) -> bytes:
     """A command line fit for the protocol log: AUTH credentials hidden."""
     verb, _, argument = raw.partition(b" ")
     if verb.upper() == b"AUTH" and b" " in argument.strip():
@@ -803,7 +823,7 @@ def _redact(raw):
     return raw
 
 
-def _shutdown_socket(sock, how):
+def _shutdown_socket(sock: socket.socket, how: int) -> None:
     # socket.socket.shutdown, not SSLSocket.shutdown: the latter drops the TLS
     # state, and we only want the kernel to wake or end the session.
     try:
@@ -812,18 +832,18 @@ def _shutdown_socket(sock, how):
         pass
 
 
-def _peer(client_address):
+def _peer(client_address: Any) -> tuple[str, int]:
     if isinstance(client_address, tuple) and len(client_address) >= 2:
         return (client_address[0], client_address[1])
     return (str(client_address or "unix"), 0)   # Unix sockets have no peer address
 
 
-def _format_peer(peer):
+def _format_peer(peer: tuple[str, int]) -> str:
     host, port = peer
     return "[%s]:%s" % (host, port) if ":" in host else "%s:%s" % (host, port)
 
 
-def _reverse_lookup(ip):
+def _reverse_lookup(ip: str) -> str:
     try:
         return socket.gethostbyaddr(ip)[0]
     except (OSError, UnicodeError):

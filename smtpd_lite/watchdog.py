@@ -6,27 +6,40 @@ watchdog answers the client for it when it takes too long.  One thread and
 a heap serve every session, so a message costs no thread start.
 """
 
+from __future__ import annotations
+
 import heapq
 import itertools
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass(order=True)
+class Entry:
+    """One watched deadline; ``callback`` is None once cancelled."""
+
+    deadline: float
+    order: int
+    callback: Callable[[], object] | None = field(compare=False)
 
 logger = logging.getLogger("smtpd_lite")
 
 
 class Watchdog:
-    def __init__(self):
-        self._heap = []
+    def __init__(self) -> None:
+        self._heap: list[Entry] = []
         self._order = itertools.count()
         self._changed = threading.Condition()
-        self._thread = None
+        self._thread: threading.Thread | None = None
         self._stopped = False
         self._cancelled = 0
 
-    def watch(self, seconds, callback):
+    def watch(self, seconds: float, callback: Callable[[], object]) -> Entry:
         """Call ``callback()`` after ``seconds`` unless :meth:`cancel` is called first."""
-        entry = [time.monotonic() + seconds, next(self._order), callback]
+        entry = Entry(time.monotonic() + seconds, next(self._order), callback)
         with self._changed:
             heapq.heappush(self._heap, entry)
             if self._thread is None:
@@ -39,20 +52,20 @@ class Watchdog:
                 self._changed.notify()
         return entry
 
-    def cancel(self, entry):
+    def cancel(self, entry: Entry) -> None:
         with self._changed:
-            if entry[2] is None:
+            if entry.callback is None:
                 return
-            entry[2] = None
+            entry.callback = None
             self._cancelled += 1
             # Cancelled entries wait in the heap for their deadline; keep them
             # from outnumbering the live ones (a busy server cancels thousands).
             if self._cancelled > 64 and 2 * self._cancelled > len(self._heap):
-                self._heap = [live for live in self._heap if live[2] is not None]
+                self._heap = [live for live in self._heap if live.callback is not None]
                 heapq.heapify(self._heap)
                 self._cancelled = 0
 
-    def stop(self):
+    def stop(self) -> None:
         """End the thread (pending callbacks are dropped); it restarts on demand."""
         with self._changed:
             thread, self._thread = self._thread, None
@@ -61,7 +74,7 @@ class Watchdog:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
-    def _run(self):
+    def _run(self) -> None:
         while True:
             with self._changed:
                 if self._stopped:
@@ -69,18 +82,19 @@ class Watchdog:
                     self._heap.clear()
                     self._cancelled = 0
                     return
-                while self._heap and self._heap[0][2] is None:
+                while self._heap and self._heap[0].callback is None:
                     heapq.heappop(self._heap)
                     self._cancelled -= 1
                 if not self._heap:
                     self._changed.wait()
                     continue
-                delay = self._heap[0][0] - time.monotonic()
+                delay = self._heap[0].deadline - time.monotonic()
                 if delay > 0:
                     self._changed.wait(delay)
                     continue
-                callback = heapq.heappop(self._heap)[2]
+                callback = heapq.heappop(self._heap).callback
             try:
-                callback()
+                if callback is not None:
+                    callback()
             except Exception:
                 logger.exception("watchdog callback failed")

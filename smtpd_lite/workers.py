@@ -7,10 +7,15 @@ passed on so every child drains its sessions (graceful shutdown) before the
 parent exits 0.  POSIX only.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import signal
 import time
+from socket import socket
+from types import FrameType
+from typing import Any, Callable
 
 logger = logging.getLogger("smtpd_lite")
 
@@ -20,7 +25,7 @@ _QUICK_DEATH = 1.0
 _RESTART_PAUSE = 1.0
 
 
-def serve_workers(listener, count, run_child):
+def serve_workers(listener: socket, count: int, run_child: Callable[[socket], object]) -> None:
     """Fork ``count`` children running ``run_child(listener)``; supervise them.
 
     Returns when all children have exited after SIGTERM/SIGINT.
@@ -28,16 +33,17 @@ def serve_workers(listener, count, run_child):
     if not hasattr(os, "fork"):
         raise OSError("workers need os.fork (POSIX)")
     listener.setblocking(False)         # children race for accept(); losers move on
-    stopping = []
-    children = {}
+    stopping: list[int] = []
+    children: dict[int, float] = {}
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: FrameType | None) -> None:
         # waitpid() resumes after a handler (PEP 475), so pass the signal on here.
         stopping.append(signum)
         for pid in list(children):
             _signal(pid, signal.SIGTERM)
 
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    previous: dict[int, Any] = {signum: signal.signal(signum, stop)
+                                for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         for _ in range(count):
             _start_child(children, listener, run_child, previous)
@@ -61,7 +67,8 @@ def serve_workers(listener, count, run_child):
             _signal(pid, signal.SIGTERM)
 
 
-def _start_child(children, listener, run_child, previous):
+def _start_child(children: dict[int, float], listener: socket,
+                 run_child: Callable[[socket], object], previous: dict[int, Any]) -> None:
     pid = os.fork()
     if pid:
         children[pid] = time.monotonic()
@@ -80,14 +87,14 @@ def _start_child(children, listener, run_child, previous):
         os._exit(status)
 
 
-def _signal(pid, signum):
+def _signal(pid: int, signum: int) -> None:
     try:
         os.kill(pid, signum)
     except ProcessLookupError:
         pass
 
 
-def _describe(status):
+def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         return "signal %d" % os.WTERMSIG(status)
     return "status %d" % os.WEXITSTATUS(status)
