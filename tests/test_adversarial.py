@@ -9,6 +9,7 @@ by feature; here the list reads as a threat catalogue (see SECURITY.rst).
 
 import base64
 import os
+import re
 import smtplib
 import ssl
 import subprocess
@@ -550,3 +551,14 @@ def test_unicode_case_mapping_verb_aliases(verb):
         assert client.command(verb) == replies.UNKNOWN_COMMAND
         assert client.command("RCPT TO:<b@example.com>") == replies.NEED_MAIL
         in_step(client)
+
+
+# -- the catalogue ---------------------------------------------------------------------------
+
+def test_security_rst_lists_every_attack():
+    """SECURITY.rst names each test of this module, and only tests that exist."""
+    text = open(os.path.join(ROOT, "SECURITY.rst"), encoding="utf-8").read()
+    catalogue = text.split("``tests/test_adversarial.py``", 1)[1].split("Around it:", 1)[0]
+    cited = set(re.findall(r"``(test_\w+)``", catalogue))
+    here = {name for name in globals() if name.startswith("test_")}
+    assert cited == here - {"test_security_rst_lists_every_attack"}
