@@ -32,19 +32,22 @@ BARE_EOL = "bare_eol"
 class DataAssembler:
     """Incremental end-of-data finder and dot-unstuffer.
 
-    ``feed(chunk)`` returns None while more data is needed, or the bytes that
-    followed the terminator (pipelined commands) once the message is complete.
-    After that, ``error`` is None or one of :data:`TOO_BIG`,
-    :data:`LINE_TOO_LONG`, :data:`BARE_EOL`, and ``size`` is the number of
-    message octets written to ``sink``.
+    For DATA, ``feed(chunk)`` returns None while more data is needed, or the
+    bytes that followed the terminator (pipelined commands) once the message
+    is complete.  For BDAT, ``add_chunk(chunk)`` takes exact octets (no
+    terminator, no dot-stuffing) and ``finish()`` ends the message.  Then
+    ``error`` is None or one of :data:`TOO_BIG`, :data:`LINE_TOO_LONG`,
+    :data:`BARE_EOL`, and ``size`` is the number of octets written to ``sink``.
+    With ``binary`` (BODY=BINARYMIME) only the size is checked.
     """
 
     def __init__(self, sink: IO[bytes], *, max_size: int = 0, max_line_length: int = 0,
-                 bare_eol: str = "reject") -> None:
+                 bare_eol: str = "reject", binary: bool = False) -> None:
         self.sink = sink
         self.max_size = max_size
-        self.max_line_length = max_line_length
-        self.normalize = bare_eol == "normalize"
+        self.max_line_length = 0 if binary else max_line_length
+        self.normalize = bare_eol == "normalize" and not binary
+        self.binary = binary
         self._problems: set[str] = set()
         self.size = 0
         self.received = 0
@@ -79,8 +82,23 @@ class DataAssembler:
             self._process(buffer[:cut])
         return None
 
-    def _process(self, piece: bytes) -> None:
-        """Check and unstuff ``piece``, which never ends between CR and LF.
+    def add_chunk(self, chunk: bytes) -> None:
+        """BDAT (RFC 3030): ``chunk`` is message content as is."""
+        buffer = self._tail + chunk if self._tail else chunk
+        self.received += len(chunk)
+        cut = len(buffer) - 1 if buffer.endswith(b"\r") else len(buffer)
+        self._tail = buffer[cut:]               # a CR whose LF may come next
+        if cut:
+            self._process(buffer[:cut], dot_stuffed=False)
+
+    def finish(self) -> None:
+        """BDAT LAST: the message ends here."""
+        if self._tail:
+            self._process(self._tail, dot_stuffed=False)
+            self._tail = b""
+
+    def _process(self, piece: bytes, dot_stuffed: bool = True) -> None:
+        """Check (and for DATA unstuff) ``piece``, which never ends between CR and LF.
 
         Every check runs on every piece, so the answer does not depend on how
         the network split the message.
@@ -88,14 +106,15 @@ class DataAssembler:
         self._after_crlf = piece.endswith(b"\r\n")
         if self.normalize:
             piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-        else:
+        elif not self.binary:
             self._check_bare_eol(piece)
         self._check_line_lengths(piece)         # on the lines as delivered
-        # RFC 5321 §4.5.2: a line starting with "." loses that first ".".
-        if self._at_line_start and piece[:1] == b".":
-            piece = piece[1:]
-        self._at_line_start = piece.endswith(b"\r\n")
-        piece = piece.replace(b"\r\n.", b"\r\n")
+        if dot_stuffed:
+            # RFC 5321 §4.5.2: a line starting with "." loses that first ".".
+            if self._at_line_start and piece[:1] == b".":
+                piece = piece[1:]
+            self._at_line_start = piece.endswith(b"\r\n")
+            piece = piece.replace(b"\r\n.", b"\r\n")
         self.size += len(piece)
         if self.max_size and self.size > self.max_size:
             self._problems.add(TOO_BIG)

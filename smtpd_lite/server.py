@@ -18,7 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Tuple, Union
 
-from . import callbacks, proxy, replies
+from . import callbacks, grammar, proxy, replies
 from . import options as options_table
 from .session import SMTPSession
 from .watchdog import Watchdog
@@ -89,6 +89,10 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         self.handler_extras = callbacks.accepted_extras(handler)
         self.appname = appname or "smtpd"
         self.hostname = hostname or socket.gethostname()
+        # It names us in the greeting, EHLO, Received and CRAM-MD5 challenges.
+        if not grammar.is_helo_name(self.hostname):
+            raise ValueError("hostname must be one word of printable ASCII without ()<>;\\\", "
+                             "not %r" % (self.hostname,))
         self.request_queue_size = self.settings.request_queue_size
         self.trusted_networks = proxy.parse_networks(self.settings.trusted_proxies)
         self.watchdog = Watchdog()

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import socketserver
+import ssl
 import tempfile
 import threading
 import time
@@ -238,12 +239,11 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.rcpt_params: dict[str, dict[str, Any]] = {}
         self.smtputf8 = False
         self.queue_id: str | None = None
-        # (sink, octets so far) while BDAT chunks arrive.
-        self.bdat: tuple[IO[bytes], int] | None = None
+        self.bdat: DataAssembler | None = None     # while BDAT chunks arrive
 
     def discard_transaction(self) -> None:
         if self.bdat is not None:
-            self.bdat[0].close()
+            self.bdat.sink.close()
         self.reset_transaction()
 
     # -- commands without an envelope ---------------------------------------
@@ -482,6 +482,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self.protocol_error(replies.TLS_ALREADY_ACTIVE)
             return
         self.reply(replies.READY_FOR_TLS)
+        self.conn.start_deadline()      # the handshake gets a whole timeout of its own
         self.start_tls()
         # RFC 3207 §4.2: forget everything learnt before TLS.
         self.discard_transaction()
@@ -644,29 +645,29 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self.send_final(replies.PIPELINED_DATA)
             return
         self.reply(replies.START_DATA)
-        sink = self.new_message()
-        assembler = DataAssembler(sink, max_size=self.settings.max_size,
-                                  max_line_length=self.settings.max_line_length,
-                                  bare_eol=self.settings.bare_eol)
+        assembler = self.new_assembler()
         self.conn.start_data_phase(self.settings.min_data_rate)
         try:
             rest = None
             while rest is None:
                 rest = assembler.feed(self.conn.read_some())
         except BaseException:
-            sink.close()
+            assembler.sink.close()
             raise
         finally:
             self.conn.end_data_phase()
         self.conn.unread(rest)
+        self.complete(assembler)
+
+    def complete(self, assembler: DataAssembler) -> None:
+        """The message is all here: refuse it for what the assembler found, or deliver."""
         error = assembler.error
-        if error is not None:
-            sink.close()
-            self.discard_transaction()
-            self.reply({TOO_BIG: replies.SIZE_EXCEEDED, LINE_TOO_LONG: replies.DATA_LINE_TOO_LONG,
-                        BARE_EOL: replies.BARE_EOL}[error])
+        if error is None:
+            self.deliver(assembler.sink)
             return
-        self.deliver(sink)
+        assembler.sink.close()
+        self.discard_transaction()
+        self.reply(_CONTENT_ERRORS[error])
 
     def smtp_BDAT(self, argument: str) -> None:
         words = argument.split(" ")
@@ -686,21 +687,24 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self.protocol_error(replies.NEED_MAIL if self.mailfrom is None else replies.NEED_RCPT)
             return
         if self.bdat is None:
-            self.bdat = (self.new_message(), 0)
-        sink, total = self.bdat
-        total += size
-        if self.settings.max_size and total > self.settings.max_size:
+            # RFC 3030 §3: without BINARYMIME the content is still lines, so
+            # bare CR/LF and line limits apply as for DATA (a relay would
+            # otherwise carry smuggling sequences downstream).
+            self.bdat = self.new_assembler(
+                binary=self.mail_params.get("BODY") == "BINARYMIME")
+        assembler = self.bdat
+        if self.settings.max_size and assembler.received + size > self.settings.max_size:
             self.read_chunk(size, _discard)
             self.discard_transaction()
             self.reply(replies.SIZE_EXCEEDED)
             return
-        self.read_chunk(size, sink.write)
-        self.bdat = (sink, total)
+        self.read_chunk(size, assembler.add_chunk)
         if not last:
             self.reply(replies.CHUNK_RECEIVED.format(size=size))
             return
         self.bdat = None
-        self.deliver(sink)
+        assembler.finish()
+        self.complete(assembler)
 
     def read_chunk(self, size: int, write: Callable[[bytes], object]) -> None:
         self.conn.start_data_phase(self.settings.min_data_rate)
@@ -709,9 +713,15 @@ class SMTPSession(socketserver.StreamRequestHandler):
         finally:
             self.conn.end_data_phase()
 
+    def new_assembler(self, binary: bool = False) -> DataAssembler:
+        settings = self.settings
+        return DataAssembler(self.new_message(), max_size=settings.max_size,
+                             max_line_length=settings.max_line_length,
+                             bare_eol=settings.bare_eol, binary=binary)
+
     def new_message(self) -> IO[bytes]:
         """A sink for the next message, starting with the Received header."""
-        self.queue_id = os.urandom(8).hex().upper()
+        self.queue_id = queue_id = os.urandom(8).hex().upper()
         settings = self.settings
         sink: IO[bytes]
         if settings.data_as_file:
@@ -719,10 +729,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
         else:
             sink = io.BytesIO()
         if settings.received_header:
-            sink.write(self.received_header())
+            sink.write(self.received_header(queue_id))
         return sink
 
-    def received_header(self) -> bytes:
+    def received_header(self, queue_id: str) -> bytes:
         if self.settings.reverse_dns and self._reverse_name is None:
             self._reverse_name = _reverse_lookup(self.peer[0])
         protocol = received.transmission_type(
@@ -730,12 +740,13 @@ class SMTPSession(socketserver.StreamRequestHandler):
             smtputf8=self.smtputf8, lmtp=self.settings.lmtp)
         return received.received_header(
             helo=self.helo, ip=self.peer[0], hostname=self.hostname,
-            appname=self.server.appname, protocol=protocol, queue_id=self.queue_id,
+            appname=self.server.appname, protocol=protocol, queue_id=queue_id,
             recipients=self.rcpttos, reverse_name=self._reverse_name or None,
             tls_comment=self.tls_comment())
 
     def tls_comment(self) -> str | None:
-        return tls.describe(self.conn.sock) if self.tls else None
+        sock = self.conn.sock
+        return tls.describe(sock) if isinstance(sock, ssl.SSLSocket) else None
 
     # -- delivery -------------------------------------------------------------
 
@@ -801,6 +812,11 @@ class SMTPSession(socketserver.StreamRequestHandler):
                     (replies.LOCAL_ERROR + "\r\n").encode() * answers)
             except OSError:
                 pass
+
+
+# What the client hears when DataAssembler refused the content.
+_CONTENT_ERRORS = {TOO_BIG: replies.SIZE_EXCEEDED, LINE_TOO_LONG: replies.DATA_LINE_TOO_LONG,
+                   BARE_EOL: replies.BARE_EOL}
 
 
 class _Cancelled(Exception):

@@ -285,3 +285,39 @@ def test_cli_lmtp_unix_socket(tmp_path):
         process.terminate()
         process.wait(10)
     assert len(os.listdir(str(tmp_path / "md" / "new"))) == 1
+
+
+# -- BDAT content rules (RFC 3030 §3: without BINARYMIME it is still lines) ------------
+
+@pytest.mark.parametrize("chunk", [b"a\nb\r\n", b"a\rb\r\n", b"\r\n.\n", b"x\r"])
+def test_bdat_bare_line_endings_refused_without_binarymime(mail, chunk):
+    client = ready(mail, *ENVELOPE)
+    client.send(b"BDAT %d LAST\r\n" % len(chunk) + chunk)
+    assert client.reply() == "550 5.5.2 Error: bare <CR> or <LF> in message; use <CR><LF>"
+    assert client.command("NOOP") == "250 2.0.0 Ok"
+    assert mail.messages == []
+
+
+def test_bdat_cr_lf_split_across_chunks_is_not_bare(mail):
+    client = ready(mail, *ENVELOPE)
+    client.send(b"BDAT 2\r\na\r")
+    assert client.reply() == "250 2.0.0 2 octets received"
+    client.send(b"BDAT 2 LAST\r\n\nb")            # the LF of the CRLF comes in this chunk
+    assert client.reply().startswith("250 2.0.0 OK")
+    assert body(mail.wait_for(1)[0]) == b"a\r\nb"
+
+
+def test_bdat_long_lines_refused_without_binarymime():
+    with capture(max_line_length=100) as mail:
+        client = ready(mail, *ENVELOPE)
+        chunk = b"y" * 200 + b"\r\n"
+        client.send(b"BDAT %d LAST\r\n" % len(chunk) + chunk)
+        assert client.reply() == "500 5.5.2 Error: message line too long"
+
+
+def test_bdat_normalized_when_asked():
+    with capture(bare_eol="normalize") as mail:
+        client = ready(mail, *ENVELOPE)
+        client.send(b"BDAT 4 LAST\r\na\nb\r")
+        assert client.reply().startswith("250 2.0.0 OK")
+        assert body(mail.wait_for(1)[0]) == b"a\r\nb\r\n"

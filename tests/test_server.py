@@ -172,3 +172,9 @@ def test_serve_stops_on_signal_and_exits_0(signum):
     assert process.returncode == 0
     assert stdout.decode().split("\n")[:2] == ["got a@example.com", "returned"]
     assert stderr == b""
+
+
+@pytest.mark.parametrize("hostname", ["mx (primary)", "two words", "bad\r\nname", "ü.example"])
+def test_hostname_must_be_one_safe_word(hostname):
+    with pytest.raises(ValueError, match="hostname"):
+        SMTPServer(("127.0.0.1", 0), lambda *args: None, hostname=hostname)
