@@ -20,6 +20,16 @@ def free_port():
         return probe.getsockname()[1]
 
 
+def wait_until(condition, timeout=5.0):
+    """Poll ``condition`` every 20 ms until it is true or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return bool(condition())
+
+
 def environment(**extra):
     """os.environ with this checkout importable and unbuffered output."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", **extra)

@@ -23,7 +23,6 @@ import smtplib
 import socket
 import subprocess
 import time
-import types
 
 import clients
 import pytest
@@ -82,24 +81,6 @@ class Accounts:
             valid = secret is not None and password == secret
             self.attempts.append((mechanism, username, password))
         return valid
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory):
-    """A test CA and a certificate for localhost and 127.0.0.1, as files and a server context."""
-    import trustme  # in the test extra; imported here so that a missing one fails only TLS tests
-
-    folder = tmp_path_factory.mktemp("interop-tls")
-    authority = trustme.CA()
-    issued = authority.issue_cert("localhost", "127.0.0.1")
-    certfile, keyfile, cafile = (str(folder / name) for name in ("cert.pem", "key.pem", "ca.pem"))
-    issued.cert_chain_pems[0].write_to_path(certfile)
-    for extra in issued.cert_chain_pems[1:]:
-        extra.write_to_path(certfile, append=True)
-    issued.private_key_pem.write_to_path(keyfile)
-    authority.cert_pem.write_to_path(cafile)
-    return types.SimpleNamespace(certfile=certfile, keyfile=keyfile, cafile=cafile,
-                                 context=smtpd_lite.tls_context(certfile, keyfile))
 
 
 def write(folder, name, content):

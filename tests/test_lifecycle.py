@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from processes import wait_until
 from wire import RawClient
 
 from smtpd_lite import SMTPServer
@@ -20,15 +21,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def greeted(server):
     client = RawClient(server.host, server.port)
     return client, client.reply()
-
-
-def wait_until(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def rss_kib():

@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from processes import free_port
 from wire import RawClient
 
 from smtpd_lite import SMTPServer
@@ -133,12 +134,6 @@ HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/us
                                       else None)
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (.ci/run installs it)")
 def test_haproxy_send_proxy_v2_in_front_of_two_instances(tmp_path):
     received = {"a": [], "b": []}
@@ -157,7 +152,7 @@ def test_haproxy_send_proxy_v2_in_front_of_two_instances(tmp_path):
                             max_connections=300)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
-    front = _free_port()
+    front = free_port()
     config = tmp_path / "haproxy.cfg"
     config.write_text(
         "global\n  maxconn 500\n\n"

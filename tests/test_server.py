@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from processes import free_port
 
 from smtpd_lite import SMTPServer
 from smtpd_lite.server import parse_address
@@ -135,12 +136,6 @@ SERVE = (
     "    print('got', mailfrom, flush=True)\n"
     "smtpd_lite.serve(sys.argv[1], handler, appname='MyServerApp')\n"
     "print('returned', flush=True)\n")
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port, process, timeout=10):

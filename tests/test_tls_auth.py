@@ -13,32 +13,15 @@ import sys
 import time
 
 import pytest
+from processes import free_port
 from wire import RawClient
 
 import smtpd_lite
 from smtpd_lite.session import SMTPSession
 from smtpd_lite.testing import capture
 
-trustme = pytest.importorskip("trustme")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USERS = {"alice": "wonderland", "bob": "builder"}
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tls")
-    authority = trustme.CA()
-    issued = authority.issue_cert("localhost", "127.0.0.1")
-    certfile, keyfile, cafile = (str(folder / name) for name in ("cert.pem", "key.pem", "ca.pem"))
-    issued.cert_chain_pems[0].write_to_path(certfile)
-    for extra in issued.cert_chain_pems[1:]:
-        extra.write_to_path(certfile, append=True)
-    issued.private_key_pem.write_to_path(keyfile)
-    authority.cert_pem.write_to_path(cafile)
-    client = ssl.create_default_context(cafile=cafile)
-    return {"server": smtpd_lite.tls_context(certfile, keyfile), "client": client,
-            "certfile": certfile, "keyfile": keyfile, "cafile": cafile}
 
 
 @pytest.fixture(autouse=True)
@@ -77,17 +60,17 @@ def raw(mail, ehlo="client.example"):
 def upgrade(client, certificates):
     """STARTTLS on a RawClient; returns it reading and writing through TLS."""
     assert client.command("STARTTLS") == "220 2.0.0 Ready to start TLS"
-    client.sock = certificates["client"].wrap_socket(client.sock, server_hostname="localhost")
+    client.sock = certificates.client_context.wrap_socket(client.sock, server_hostname="localhost")
     return client
 
 
 # -- STARTTLS -------------------------------------------------------------------
 
 def test_starttls_delivers_with_tls_extras(certificates):
-    with capture(tls_context=certificates["server"]) as mail:
+    with capture(tls_context=certificates.context) as mail:
         with smtplib.SMTP(mail.host, mail.port) as smtp:
             assert "starttls" in smtp.ehlo()[1].decode().lower()
-            assert smtp.starttls(context=certificates["client"])[0] == 220
+            assert smtp.starttls(context=certificates.client_context)[0] == 220
             features = smtp.ehlo()[1].decode()
             assert "STARTTLS" not in features
             smtp.sendmail("a@example.com", ["b@example.com"], "Subject: tls\r\n\r\nx")
@@ -102,7 +85,7 @@ def test_starttls_delivers_with_tls_extras(certificates):
 def test_starttls_errors(certificates):
     with capture() as mail:
         assert raw(mail).command("STARTTLS") == "502 5.5.1 Error: STARTTLS not available"
-    with capture(tls_context=certificates["server"]) as mail:
+    with capture(tls_context=certificates.context) as mail:
         client = raw(mail)
         assert client.command("STARTTLS now") == "501 5.5.4 Syntax: STARTTLS"
         upgrade(client, certificates)
@@ -112,11 +95,11 @@ def test_starttls_errors(certificates):
 @pytest.mark.parametrize("injected", [b"NOOP\r\n", b"EHLO evil.example\r\n"])
 def test_starttls_injection_is_discarded(certificates, injected):
     """CVE-2011-0411: commands sent with STARTTLS must not run inside TLS."""
-    with capture(tls_context=certificates["server"]) as mail:
+    with capture(tls_context=certificates.context) as mail:
         client = raw(mail)
         client.send(b"STARTTLS\r\n" + injected)
         assert client.reply() == "220 2.0.0 Ready to start TLS"
-        client.sock = certificates["client"].wrap_socket(client.sock,
+        client.sock = certificates.client_context.wrap_socket(client.sock,
                                                           server_hostname="localhost")
         assert client.silent(2)
         assert client.command("MAIL FROM:<a@example.com>") == \
@@ -125,7 +108,7 @@ def test_starttls_injection_is_discarded(certificates, injected):
 
 
 def test_starttls_resets_envelope_and_auth(certificates):
-    with capture(tls_context=certificates["server"], auth_handler=auth_handler,
+    with capture(tls_context=certificates.context, auth_handler=auth_handler,
                  auth_allow_plaintext=True) as mail:
         client = raw(mail)
         assert client.command("AUTH PLAIN " + b64("\0alice\0wonderland")).startswith("235")
@@ -140,19 +123,19 @@ def test_starttls_resets_envelope_and_auth(certificates):
 
 
 def test_garbage_after_starttls_ends_only_that_session(certificates):
-    with capture(tls_context=certificates["server"]) as mail:
+    with capture(tls_context=certificates.context) as mail:
         client = raw(mail)
         assert client.command("STARTTLS").startswith("220")
         client.send(b"this is not a TLS client hello\r\n" * 4)
         assert client.closed()
         with smtplib.SMTP(mail.host, mail.port) as smtp:
-            smtp.starttls(context=certificates["client"])
+            smtp.starttls(context=certificates.client_context)
             smtp.sendmail("a@example.com", ["b@example.com"], "x")
         assert len(mail.wait_for(1)) == 1
 
 
 def test_silent_client_after_starttls_times_out(certificates):
-    with capture(tls_context=certificates["server"], timeout=0.5) as mail:
+    with capture(tls_context=certificates.context, timeout=0.5) as mail:
         client = raw(mail)
         assert client.command("STARTTLS").startswith("220")
         started = time.monotonic()
@@ -170,8 +153,8 @@ def test_old_tls_versions_are_refused(certificates):
         client_context.maximum_version = ssl.TLSVersion.TLSv1_1
     except (ValueError, ssl.SSLError):
         pytest.skip("this OpenSSL cannot even offer TLS 1.1")
-    assert certificates["server"].minimum_version == ssl.TLSVersion.TLSv1_2
-    with capture(tls_context=certificates["server"]) as mail:
+    assert certificates.context.minimum_version == ssl.TLSVersion.TLSv1_2
+    with capture(tls_context=certificates.context) as mail:
         client = raw(mail)
         assert client.command("STARTTLS").startswith("220")
         with pytest.raises((ssl.SSLError, OSError)):
@@ -179,8 +162,8 @@ def test_old_tls_versions_are_refused(certificates):
 
 
 def test_implicit_tls(certificates):
-    with capture(tls_context=certificates["server"], implicit_tls=True) as mail:
-        with smtplib.SMTP_SSL(mail.host, mail.port, context=certificates["client"]) as smtp:
+    with capture(tls_context=certificates.context, implicit_tls=True) as mail:
+        with smtplib.SMTP_SSL(mail.host, mail.port, context=certificates.client_context) as smtp:
             assert "STARTTLS" not in smtp.ehlo()[1].decode()
             smtp.sendmail("a@example.com", ["b@example.com"], "x")
         assert mail.wait_for(1)[0].tls is True
@@ -192,7 +175,7 @@ def test_implicit_tls_needs_a_context():
 
 
 def test_require_tls(certificates):
-    with capture(tls_context=certificates["server"], require_tls=True,
+    with capture(tls_context=certificates.context, require_tls=True,
                  auth_handler=auth_handler) as mail:
         client = raw(mail)
         for command in ("MAIL FROM:<a@example.com>", "RCPT TO:<b@example.com>", "DATA",
@@ -211,7 +194,7 @@ def test_require_tls(certificates):
 @pytest.fixture
 def auth_server(certificates):
     del calls[:]
-    with capture(tls_context=certificates["server"], auth_handler=auth_handler) as mail:
+    with capture(tls_context=certificates.context, auth_handler=auth_handler) as mail:
         yield mail
 
 
@@ -224,7 +207,7 @@ def _after_tls(mail, certificates):
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "CRAM-MD5"])
 def test_smtplib_login_each_mechanism(auth_server, certificates, mechanism):
     with smtplib.SMTP(auth_server.host, auth_server.port) as smtp:
-        smtp.starttls(context=certificates["client"])
+        smtp.starttls(context=certificates.client_context)
         smtp.ehlo()
         smtp.user, smtp.password = "alice", "wonderland"
         authobject = {"PLAIN": smtp.auth_plain, "LOGIN": smtp.auth_login,
@@ -338,7 +321,7 @@ def test_plaintext_allowed_when_asked():
 
 
 def test_auth_mechanisms_subset(certificates):
-    with capture(tls_context=certificates["server"], auth_handler=auth_handler,
+    with capture(tls_context=certificates.context, auth_handler=auth_handler,
                  auth_mechanisms="LOGIN") as mail:
         client = _after_tls(mail, certificates)
         assert client.command("AUTH PLAIN") == \
@@ -383,7 +366,7 @@ def test_auth_handler_exception_gives_454(auth_server, certificates):
 
 def test_credentials_never_logged(certificates, caplog):
     caplog.set_level(logging.DEBUG)
-    with capture(tls_context=certificates["server"], auth_handler=auth_handler,
+    with capture(tls_context=certificates.context, auth_handler=auth_handler,
                  log_protocol=True) as mail:
         client = _after_tls(mail, certificates)
         assert client.command("AUTH PLAIN " + b64("\0alice\0wonderland")).startswith("235")
@@ -404,12 +387,6 @@ def test_auth_not_enabled():
 
 # -- command line and swaks ---------------------------------------------------------------
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def cli_server(certificates, tmp_path):
     """``python -m smtpd_lite`` with --tls-cert, --auth-file and --maildir."""
@@ -422,10 +399,10 @@ def cli_server(certificates, tmp_path):
     servers = []
 
     def start(*extra):
-        port = _free_port()
+        port = free_port()
         process = subprocess.Popen(
             [sys.executable, "-m", "smtpd_lite", "--listen", "127.0.0.1:%d" % port,
-             "--tls-cert", certificates["certfile"], "--tls-key", certificates["keyfile"],
+             "--tls-cert", certificates.certfile, "--tls-key", certificates.keyfile,
              "--auth-file", str(auth_file), "--maildir", str(maildir)] + list(extra),
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         servers.append(process)
@@ -458,7 +435,7 @@ def test_cli_refuses_plain_text_auth_file(tmp_path):
 def test_cli_tls_and_auth_file(cli_server, certificates):
     port, maildir = cli_server("--auth-required")
     with smtplib.SMTP("127.0.0.1", port) as smtp:
-        smtp.starttls(context=certificates["client"])
+        smtp.starttls(context=certificates.client_context)
         smtp.ehlo()
         # A hash file cannot serve CRAM-MD5, so the CLI offers PLAIN and LOGIN only.
         assert smtp.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"]
@@ -484,7 +461,7 @@ def test_swaks(cli_server, certificates, arguments, succeeds):
     port, maildir = cli_server(*(["--implicit-tls"] if implicit else []))
     result = subprocess.run(
         [SWAKS, "--server", "127.0.0.1", "--port", str(port), "--from", "alice@example.com",
-         "--to", "b@example.com", "--tls-ca-path", certificates["cafile"]] + arguments,
+         "--to", "b@example.com", "--tls-ca-path", certificates.cafile] + arguments,
         capture_output=True, text=True, timeout=60)
     delivered = os.listdir(str(maildir / "new")) if (maildir / "new").exists() else []
     if succeeds:

@@ -3,13 +3,12 @@
 import os
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
+from processes import free_port, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,12 +23,6 @@ SCRIPT = (
     "        out.write('%d %s\\n' % (os.getpid(), rcpttos[0]))\n"
     "smtpd_lite.serve(sys.argv[1], handler, workers=2, shutdown_timeout=5)\n"
     "print('parent exits', flush=True)\n")
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _children(pid):
@@ -55,26 +48,17 @@ def _send_many(port, count, prefix):
     assert errors == []
 
 
-def _wait_for(condition, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _lines(path):
     return path.read_text().split("\n")[:-1] if path.exists() else []
 
 
 def test_workers_share_load_restart_and_drain(tmp_path):
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "deliveries"
     process = subprocess.Popen([sys.executable, "-c", SCRIPT, "127.0.0.1:%d" % port, str(log)],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert _wait_for(lambda: len(_children(process.pid)) == 2)
+        assert wait_until(lambda: len(_children(process.pid)) == 2)
         first = _children(process.pid)
         _send_many(port, 40, "r")
         pids = {int(line.split()[0]) for line in _lines(log)}
@@ -82,7 +66,7 @@ def test_workers_share_load_restart_and_drain(tmp_path):
         assert pids == set(first)                     # both workers served
 
         os.kill(first[0], signal.SIGKILL)             # a worker dies...
-        assert _wait_for(lambda: len(_children(process.pid)) == 2 and
+        assert wait_until(lambda: len(_children(process.pid)) == 2 and
                          first[0] not in _children(process.pid))
         _send_many(port, 20, "s")                     # ...and service goes on
         assert len(_lines(log)) == 60
@@ -97,12 +81,12 @@ def test_workers_share_load_restart_and_drain(tmp_path):
 
 
 def test_cli_workers_flag(tmp_path):
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "smtpd_lite", "--workers", "2", "--sink",
                                 "--listen", "127.0.0.1:%d" % port], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert _wait_for(lambda: len(_children(process.pid)) == 2)
+        assert wait_until(lambda: len(_children(process.pid)) == 2)
         _send_many(port, 10, "c")
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=15)
