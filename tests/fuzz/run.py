@@ -106,7 +106,8 @@ def run_harness(name, args, driver, logs):
             status = "hung"
     elapsed = time.monotonic() - started
     text = log.read_text("utf-8", "replace")
-    runs = re.findall(r"Done (\d+) runs", text)
+    runs = re.findall(r"Done (\d+) runs|stat::number_of_executed_units: (\d+)", text)
+    runs = [done or units for done, units in runs]
     saved = []
     for artifact in sorted(crashdir.iterdir()):
         kind = artifact.name.split("-", 1)[0]
