@@ -101,7 +101,9 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def finish(self) -> None:
         self.discard_transaction()
-        if self.tls:        # socketserver closes the plain socket it handed us
+        if self.conn.sock is not self.request:
+            # TLS took over the descriptor (even if the handshake failed), and
+            # socketserver only closes the plain socket object it handed us.
             _shutdown_socket(self.conn.sock, socket.SHUT_RDWR)
             self.conn.sock.close()
         self.server.remove_session(self)
