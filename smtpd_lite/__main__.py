@@ -13,14 +13,18 @@ The stdlib ``smtpd`` command line works too, served by :mod:`smtpd_lite.compat`:
     python -m smtpd_lite -n -c PureProxy localhost:1025 mail.example.com:25
 """
 
+from __future__ import annotations
+
 import argparse
 import getpass
 import importlib
 import logging
 import sys
+from typing import Any, Sequence
 
 from . import __version__, compat, delivery, passwords
-from .options import OPTIONS
+from .callbacks import Handler
+from .options import OPTIONS, Option
 from .server import parse_address, serve
 from .tls import tls_context
 
@@ -29,7 +33,7 @@ DEFAULT_REMOTE = "localhost:25"     # the stdlib's PureProxy default
 STDLIB_CLASSES = ("DebuggingServer", "PureProxy")
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m smtpd_lite",
         description="A threaded SMTP server that prints, stores or discards the mail it receives.")
@@ -91,7 +95,7 @@ def build_parser():
     return parser
 
 
-def _add_option(group, option):
+def _add_option(group: argparse._ArgumentGroup, option: Option) -> None:
     flag = "--" + option.name.replace("_", "-")
     if option.kind == "bool":
         if option.default:
@@ -116,7 +120,7 @@ def _add_option(group, option):
                        help="%s (default: %s)" % (option.doc, option.default))
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
     if arguments.hash_password:
@@ -153,7 +157,8 @@ def main(argv=None):
     return 0
 
 
-def add_security_options(parser, arguments, server_options):
+def add_security_options(parser: argparse.ArgumentParser, arguments: argparse.Namespace,
+                         server_options: dict[str, Any]) -> None:
     """Build tls_context and auth_handler from --tls-cert/--tls-key and --auth-file."""
     if arguments.tls_key and not arguments.tls_cert:
         parser.error("--tls-key needs --tls-cert")
@@ -167,7 +172,7 @@ def add_security_options(parser, arguments, server_options):
             server_options["auth_mechanisms"] = ("PLAIN", "LOGIN")
 
 
-def print_password_hash():
+def print_password_hash() -> int:
     """--hash-password: a hash for --auth-file from a password on standard input."""
     if sys.stdin.isatty():
         password = getpass.getpass("Password: ")
@@ -181,7 +186,7 @@ def print_password_hash():
     return 0
 
 
-def make_delivery(parser, arguments):
+def make_delivery(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> Handler:
     """The message handler for the chosen destination."""
     if arguments.maildir:
         return delivery.MaildirDelivery(arguments.maildir)
@@ -198,7 +203,8 @@ def make_delivery(parser, arguments):
     return delivery.PrintDelivery()
 
 
-def run_stdlib_form(parser, arguments, address, server_options):
+def run_stdlib_form(parser: argparse.ArgumentParser, arguments: argparse.Namespace,
+                    address: tuple[str, int] | str, server_options: dict[str, Any]) -> None:
     """``-c CLASS [local [remote]]``: construct the class as the stdlib did, run compat.loop()."""
     if arguments.destination or arguments.maildir or arguments.mbox or arguments.relay:
         parser.error("-c replaces --print/--maildir/--mbox/--sink/--relay; use one or the other")
@@ -219,7 +225,7 @@ def run_stdlib_form(parser, arguments, address, server_options):
     compat.loop()
 
 
-def find_class(parser, name):
+def find_class(parser: argparse.ArgumentParser, name: str) -> type[compat.SMTPServer]:
     """``DebuggingServer``, ``PureProxy`` or ``module.Class`` (a compat.SMTPServer subclass)."""
     if "." in name:
         module_name, _, class_name = name.rpartition(".")

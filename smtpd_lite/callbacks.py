@@ -3,12 +3,30 @@
 The message handler is called as ``handler(peer, mailfrom, rcpttos, data,
 **extras)`` where ``extras`` holds only the names its signature accepts, so
 a plain four-argument function keeps working as the server learns more.
+The aliases below name each callback's signature for type checkers.
 """
+
+from __future__ import annotations
 
 import inspect
 import logging
+from typing import Callable, Iterable, Optional, Tuple
 
 from . import replies
+
+#: The client's ``(host, port)``, as every callback receives it.
+Peer = Tuple[str, int]
+#: ``handler(peer, mailfrom, rcpttos, data, **extras)``: None, a reply line,
+#: or (LMTP) a dict of per-recipient results.
+Handler = Callable[..., object]
+#: ``mail_handler(peer, mailfrom)``: truthy accepts.
+MailHandler = Callable[[Peer, str], object]
+#: ``rcpt_handler(peer, mailfrom, rcptto)``: truthy accepts.
+RcptHandler = Callable[[Peer, str, str], object]
+#: ``auth_handler(peer, mechanism, username, password, shared)``: truthy accepts.
+AuthHandler = Callable[[Peer, str, str, Optional[str], Optional[str]], object]
+#: ``vrfy_handler(peer, address)``: a reply line, or None for 252.
+VrfyHandler = Callable[[Peer, str], Optional[str]]
 
 logger = logging.getLogger("smtpd_lite")
 
@@ -16,7 +34,8 @@ EXTRAS = ("queue_id", "helo", "auth_user", "tls", "mail_options", "rcpt_options"
           "smtputf8", "mail_params", "rcpt_params")
 
 
-def accepted_extras(function, names=EXTRAS):
+def accepted_extras(function: Callable[..., object],
+                    names: Iterable[str] = EXTRAS) -> frozenset[str]:
     """The subset of ``names`` that ``function`` accepts by keyword."""
     try:
         parameters = inspect.signature(function).parameters.values()
@@ -29,7 +48,7 @@ def accepted_extras(function, names=EXTRAS):
     return frozenset(names) & accepted
 
 
-def result_reply(result, accepted_reply, where):
+def result_reply(result: object, accepted_reply: str, where: str) -> str:
     """The reply for a message handler's ``result``.
 
     None accepts with ``accepted_reply``; a reply string is validated (2xx,
@@ -48,7 +67,8 @@ def result_reply(result, accepted_reply, where):
     return reply
 
 
-def call_check(function, arguments, rejected_reply, where):
+def call_check(function: Callable[..., object], arguments: Iterable[object],
+               rejected_reply: str, where: str) -> str | None:
     """Run a mail/rcpt check callback; return None to accept or the reply to send.
 
     Falsy results give ``rejected_reply``; exceptions other than SMTPError are

@@ -20,13 +20,16 @@ out, sizes and recipients are bounded, only CRLF.CRLF ends a message, and one
 slow client no longer stalls the others.
 """
 
+from __future__ import annotations
+
 import signal
 import sys
 import threading
 import time
+from typing import Any, Dict, Iterable, Sequence, TypeVar
 
 from . import delivery, grammar
-from .callbacks import accepted_extras
+from .callbacks import Peer, accepted_extras
 from .replies import SMTPError
 from .server import SMTPServer as _SMTPServer
 from .session import SMTPSession
@@ -37,44 +40,51 @@ DATA_SIZE_DEFAULT = 33554432
 NEWLINE = "\n"
 COMMASPACE = ", "
 
+#: A ``map`` of compat servers by file number, like ``asyncore.socket_map``.
+ServerMap = Dict[int, "SMTPServer"]
+_Server = TypeVar("_Server", bound="SMTPServer")
+
 #: Every open compat server by file number, as ``asyncore.socket_map``;
 #: :func:`loop` serves these unless given another ``map``.
-socket_map = {}
+socket_map: ServerMap = {}
 _map_changed = threading.Condition()
 
 
 class CompatSession(SMTPSession):
     """The session, offering only what the stdlib offered for these settings."""
 
-    def hidden_keywords(self):
+    server: _Listener
+
+    def hidden_keywords(self) -> set[str]:
         compat = self.server.compat
-        hidden = set()
+        hidden: set[str] = set()
         if compat._decode_data:         # the stdlib: no 8BITMIME, no BODY
             hidden |= {"8BITMIME", "BINARYMIME", "BODY"}
         if not compat.enable_SMTPUTF8:
             hidden.add("SMTPUTF8")
         return hidden
 
-    def extensions(self):
+    def extensions(self) -> list[str]:
         hidden = self.hidden_keywords()
         return [line for line in super().extensions() if line.split()[0] not in hidden]
 
-    def mail_keywords(self):
+    def mail_keywords(self) -> set[str]:
         return super().mail_keywords() - self.hidden_keywords()
 
-    def smtp_RCPT(self, argument):
+    def smtp_RCPT(self, argument: str) -> None:
         count = len(self.rcpttos)
         super().smtp_RCPT(argument)
-        if len(self.rcpttos) > count:
+        accepted = grammar.split_path_argument(argument, "TO:")
+        if len(self.rcpttos) > count and accepted is not None:
             # The stdlib passed the options of the last RCPT only.
-            parameters = grammar.split_path_argument(argument, "TO:")[1]
-            self.rcpt_options = parameters.upper().split()
+            self.rcpt_options = accepted[1].upper().split()
 
 
 class _Listener(_SMTPServer):
     """The real server behind one compat server (``compat`` is that server)."""
 
-    def __init__(self, compat, address, **options):
+    def __init__(self, compat: SMTPServer, address: tuple[str, int] | str,
+                 **options: Any) -> None:
         self.compat = compat
         super().__init__(address, compat._message_received,
                          RequestHandlerClass=CompatSession, **options)
@@ -93,8 +103,10 @@ class SMTPServer:
     #: False if yours is thread-safe, to let sessions deliver in parallel.
     one_message_at_a_time = True
 
-    def __init__(self, localaddr, remoteaddr, data_size_limit=DATA_SIZE_DEFAULT, map=None,
-                 enable_SMTPUTF8=False, decode_data=False, **options):
+    def __init__(self, localaddr: tuple[str, int] | str, remoteaddr: tuple[str, int] | None,
+                 data_size_limit: int | None = DATA_SIZE_DEFAULT, map: ServerMap | None = None,
+                 enable_SMTPUTF8: bool = False, decode_data: bool = False,
+                 **options: Any) -> None:
         if enable_SMTPUTF8 and decode_data:
             raise ValueError("decode_data and enable_SMTPUTF8 cannot be set to True at the "
                              "same time")
@@ -106,7 +118,7 @@ class SMTPServer:
         self._map = socket_map if map is None else map
         self._keywords = accepted_extras(self.process_message, ("mail_options", "rcpt_options"))
         self._message_lock = threading.Lock()
-        self._accept_thread = None
+        self._accept_thread: threading.Thread | None = None
         options.setdefault("received_header", False)    # the stdlib added none
         self.server = _Listener(self, localaddr, max_size=data_size_limit or 0, **options)
         self.socket = self.server.socket
@@ -116,7 +128,8 @@ class SMTPServer:
             self._map[self._fileno] = self
             _map_changed.notify_all()
 
-    def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
+    def process_message(self, peer: tuple[Any, ...], mailfrom: str, rcpttos: list[str],
+                        data: bytes | str, **kwargs: Any) -> str | None:
         """Called once per message; return None for ``250`` or a reply line.
 
         ``peer`` is the client's socket address, ``mailfrom`` the sender
@@ -125,7 +138,7 @@ class SMTPServer:
         """
         raise NotImplementedError
 
-    def close(self):
+    def close(self) -> None:
         """Stop accepting, close the listening socket and leave the map."""
         with _map_changed:
             if self._map.get(self._fileno) is self:
@@ -134,43 +147,46 @@ class SMTPServer:
         self._stop_accepting()
         self.server.server_close()
 
-    def __enter__(self):
+    def __enter__(self: _Server) -> _Server:
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _message_received(self, peer, mailfrom, rcpttos, data, mail_options=(),
-                          rcpt_options=()):
+    def _message_received(self, peer: Peer, mailfrom: str, rcpttos: list[str], data: bytes,
+                          mail_options: Sequence[str] = (),
+                          rcpt_options: Sequence[str] = ()) -> str | None:
         """The smtpd_lite handler: convert to the stdlib's conventions, call process_message."""
+        address: tuple[Any, ...] = peer
         if ":" in peer[0]:
-            peer = (peer[0], peer[1], 0, 0)     # getpeername() of an IPv6 socket
+            address = (peer[0], peer[1], 0, 0)  # getpeername() of an IPv6 socket
         if data.endswith(b"\r\n"):
             data = data[:-2]        # the stdlib's terminator took the last CRLF
         data = data.replace(b"\r\n", b"\n")
-        kwargs = {}
+        content: bytes | str = data
+        kwargs: dict[str, Any] = {}
         if self._decode_data:
             try:
-                data = data.decode("utf-8")
+                content = data.decode("utf-8")
             except UnicodeDecodeError:
                 raise SMTPError(554, "Error: message is not valid UTF-8", "5.6.0") from None
         else:
             given = (("mail_options", list(mail_options)), ("rcpt_options", list(rcpt_options)))
             kwargs = {name: value for name, value in given if name in self._keywords}
-        arguments = (peer, mailfrom or "<>", rcpttos, data)
+        arguments = (address, mailfrom or "<>", rcpttos, content)
         if not self.one_message_at_a_time:
             return self.process_message(*arguments, **kwargs)
         with self._message_lock:
             return self.process_message(*arguments, **kwargs)
 
-    def _start_accepting(self, poll_interval):
+    def _start_accepting(self, poll_interval: float) -> None:
         if self._accept_thread is None:
             self._accept_thread = threading.Thread(
                 target=self.server.serve_forever, args=(poll_interval,),
                 name="smtpd_lite compat %s" % (self.addr,), daemon=True)
             self._accept_thread.start()
 
-    def _stop_accepting(self):
+    def _stop_accepting(self) -> None:
         thread, self._accept_thread = self._accept_thread, None
         if thread is not None:
             self.server.shutdown()
@@ -180,8 +196,8 @@ class SMTPServer:
 class DebuggingServer(SMTPServer):
     """Print each message to standard output, in the stdlib's format."""
 
-    def _print_message_content(self, peer, data):
-        lines = []
+    def _print_message_content(self, peer: tuple[Any, ...], data: bytes | str) -> list[str]:
+        lines: list[str] = []
         in_headers = True
         for line in data.splitlines():
             if in_headers and not line:
@@ -190,10 +206,11 @@ class DebuggingServer(SMTPServer):
                     peer_header = repr(peer_header.encode("utf-8"))
                 lines.append(peer_header)
                 in_headers = False
-            lines.append(line if isinstance(data, str) else repr(line))
+            lines.append(line if isinstance(line, str) else repr(line))
         return lines
 
-    def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
+    def process_message(self, peer: tuple[Any, ...], mailfrom: str, rcpttos: list[str],
+                        data: bytes | str, **kwargs: Any) -> None:
         lines = ["---------- MESSAGE FOLLOWS ----------"]
         if kwargs.get("mail_options"):
             lines.append("mail options: %s" % kwargs["mail_options"])
@@ -213,7 +230,8 @@ class PureProxy(SMTPServer):
     is dropped silently.
     """
 
-    def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
+    def process_message(self, peer: tuple[Any, ...], mailfrom: str, rcpttos: list[str],
+                        data: bytes | str, **kwargs: Any) -> None:
         if isinstance(data, str):
             data = data.encode("utf-8")
         lines = data.split(b"\n")
@@ -222,18 +240,22 @@ class PureProxy(SMTPServer):
         message = b"\r\n".join(lines) + b"\r\n"
         self._deliver(mailfrom, rcpttos, message, kwargs.get("mail_options", ()))
 
-    def _deliver(self, mailfrom, rcpttos, message, mail_options=()):
-        params = {}
+    def _deliver(self, mailfrom: str, rcpttos: list[str], message: bytes,
+                 mail_options: Iterable[str] = ()) -> None:
+        params: dict[str, str | bool] = {}
         for option in mail_options:
             keyword, equals, value = option.partition("=")
             params[keyword] = value if equals else True
+        if self._remoteaddr is None:
+            raise ValueError("PureProxy needs remoteaddr, the (host, port) to relay to")
         host, port = self._remoteaddr
         delivery.relay(host, port, "" if mailfrom == "<>" else mailfrom, rcpttos, message,
                        mail_params={name: params[name] for name in ("BODY", "SMTPUTF8")
                                     if name in params})
 
 
-def loop(timeout=30.0, use_poll=False, map=None, count=None):
+def loop(timeout: float = 30.0, use_poll: bool = False, map: ServerMap | None = None,
+         count: int | None = None) -> None:
     """Serve the compat servers in ``map`` (default: every open one): ``asyncore.loop()``.
 
     Returns once every server in ``map`` is closed, after ``count`` rounds of
@@ -272,9 +294,9 @@ def loop(timeout=30.0, use_poll=False, map=None, count=None):
             signal.signal(signum, handler)
 
 
-def _catch_signals(event):
+def _catch_signals(event: threading.Event) -> dict[int, Any]:
     """Make SIGINT and SIGTERM set ``event`` (main thread only); the old handlers."""
-    previous = {}
+    previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, lambda *_: event.set())

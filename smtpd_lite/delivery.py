@@ -7,6 +7,8 @@ always means the message is safe; any failure becomes an error reply, so
 nothing is lost silently.
 """
 
+from __future__ import annotations
+
 import itertools
 import os
 import smtplib
@@ -14,23 +16,26 @@ import socket
 import sys
 import threading
 import time
+from typing import Container, Mapping, Sequence, TextIO
 
+from .callbacks import Peer
+from .grammar import Params
 from .replies import SMTPError, is_enhanced_code
 
 try:
     import fcntl
 except ImportError:     # not POSIX: MboxDelivery cannot lock
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 
 class PrintDelivery:
     """Print each message (envelope, headers, body) to a stream: the debugging server."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream if stream is not None else sys.stdout
         self._lock = threading.Lock()
 
-    def __call__(self, peer, mailfrom, rcpttos, data):
+    def __call__(self, peer: Peer, mailfrom: str, rcpttos: Sequence[str], data: bytes) -> None:
         envelope = ("---------- MESSAGE FOLLOWS ----------\n"
                     "X-Peer: %s\nX-MailFrom: %s\nX-RcptTo: %s\n"
                     % (peer[0], mailfrom or "<>", ", ".join(rcpttos)))
@@ -45,11 +50,11 @@ class PrintDelivery:
 class SinkDelivery:
     """Accept and discard every message (load tests, benchmarks)."""
 
-    def __call__(self, peer, mailfrom, rcpttos, data):
+    def __call__(self, peer: Peer, mailfrom: str, rcpttos: Sequence[str], data: bytes) -> None:
         return None
 
 
-def stored_form(mailfrom, rcpttos, data):
+def stored_form(mailfrom: str, rcpttos: Sequence[str], data: bytes) -> bytes:
     """The message as a mail store keeps it: envelope headers first, LF line ends.
 
     ``Return-Path`` is what RFC 5321 §4.4 has the final delivery add;
@@ -67,14 +72,14 @@ class MaildirDelivery:
     any Maildir reader, :class:`mailbox.Maildir` included, can read the result.
     """
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.path.abspath(path)
         for folder in ("cur", "new", "tmp"):
             os.makedirs(os.path.join(self.path, folder), mode=0o700, exist_ok=True)
         self._counter = itertools.count(1)
         self._counter_lock = threading.Lock()
 
-    def __call__(self, peer, mailfrom, rcpttos, data):
+    def __call__(self, peer: Peer, mailfrom: str, rcpttos: Sequence[str], data: bytes) -> None:
         name = self.unique_name()
         temporary = os.path.join(self.path, "tmp", name)
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -90,7 +95,7 @@ class MaildirDelivery:
         # The rename is durable only once the directory itself is on disk.
         _fsync_directory(os.path.join(self.path, "new"))
 
-    def unique_name(self):
+    def unique_name(self) -> str:
         """``<seconds>.M<microseconds>P<pid>Q<counter>.<host>``, as mailbox.Maildir names."""
         with self._counter_lock:
             counter = next(self._counter)
@@ -108,13 +113,13 @@ class MboxDelivery:
     again so the file stays a valid mbox.
     """
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         if fcntl is None:
             raise OSError("mbox delivery needs fcntl (a POSIX system)")
         self.path = os.path.abspath(path)
         self._lock = threading.Lock()   # lockf does not exclude threads of one process
 
-    def __call__(self, peer, mailfrom, rcpttos, data):
+    def __call__(self, peer: Peer, mailfrom: str, rcpttos: Sequence[str], data: bytes) -> None:
         entry = self.entry(mailfrom, rcpttos, data)
         with self._lock, open(self.path, "ab") as stream:
             fcntl.lockf(stream, fcntl.LOCK_EX)
@@ -131,7 +136,7 @@ class MboxDelivery:
                 fcntl.lockf(stream, fcntl.LOCK_UN)
 
     @staticmethod
-    def entry(mailfrom, rcpttos, data):
+    def entry(mailfrom: str, rcpttos: Sequence[str], data: bytes) -> bytes:
         """The bytes appended for one message: From line, message, blank line."""
         sender = "".join(mailfrom.split()) or "MAILER-DAEMON"
         from_line = "From %s %s\n" % (sender, time.asctime(time.gmtime()))
@@ -147,18 +152,21 @@ class MboxDelivery:
 class RelayDelivery:
     """Forward each message to the SMTP server at ``host:port``, see :func:`relay`."""
 
-    def __init__(self, host, port=25, timeout=60):
+    def __init__(self, host: str, port: int = 25, timeout: float = 60) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
 
-    def __call__(self, peer, mailfrom, rcpttos, data, mail_params=None, rcpt_params=None):
+    def __call__(self, peer: Peer, mailfrom: str, rcpttos: Sequence[str], data: bytes,
+                 mail_params: Params | None = None,
+                 rcpt_params: Mapping[str, Params] | None = None) -> None:
         relay(self.host, self.port, mailfrom, rcpttos, data, mail_params=mail_params,
               rcpt_params=rcpt_params, timeout=self.timeout)
 
 
-def relay(host, port, mailfrom, rcpttos, data, *, mail_params=None, rcpt_params=None,
-          timeout=60):
+def relay(host: str, port: int, mailfrom: str, rcpttos: Sequence[str], data: bytes, *,
+          mail_params: Params | None = None, rcpt_params: Mapping[str, Params] | None = None,
+          timeout: float = 60) -> None:
     """Send one message (``data``: bytes, CRLF line ends) on to ``host:port``.
 
     All or nothing: if the next server refuses any recipient, the transaction
@@ -186,7 +194,8 @@ def relay(host, port, mailfrom, rcpttos, data, *, mail_params=None, rcpt_params=
         _quit(client)
 
 
-def _send(client, mailfrom, rcpttos, data, mail_params, rcpt_params):
+def _send(client: smtplib.SMTP, mailfrom: str, rcpttos: Sequence[str], data: bytes,
+          mail_params: Params, rcpt_params: Mapping[str, Params]) -> None:
     binary = mail_params.get("BODY") == "BINARYMIME"
     if binary and not (client.has_extn("binarymime") and client.has_extn("chunking")):
         raise SMTPError(554, "Error: relay host does not accept binary messages", "5.6.3")
@@ -196,7 +205,7 @@ def _send(client, mailfrom, rcpttos, data, mail_params, rcpt_params):
         client.command_encoding = "utf-8"
     _expect(client.docmd("MAIL", "FROM:<%s>%s" % (mailfrom, _mail_options(client, mail_params))),
             (250,))
-    refusals = []
+    refusals: list[tuple[int, bytes]] = []
     for rcptto in rcpttos:
         options = _rcpt_options(client, rcpt_params.get(rcptto, {}))
         code, text = client.docmd("RCPT", "TO:<%s>%s" % (rcptto, options))
@@ -214,8 +223,8 @@ def _send(client, mailfrom, rcpttos, data, mail_params, rcpt_params):
         _expect(client.data(data), (250,))
 
 
-def _mail_options(client, params):
-    options = []
+def _mail_options(client: smtplib.SMTP, params: Params) -> str:
+    options: list[str] = []
     if params.get("BODY") and client.has_extn("8bitmime"):
         options.append("BODY=" + params["BODY"])
     if params.get("SMTPUTF8"):
@@ -228,10 +237,10 @@ def _mail_options(client, params):
     return "".join(" " + option for option in options)
 
 
-def _rcpt_options(client, params):
+def _rcpt_options(client: smtplib.SMTP, params: Params) -> str:
     if not client.has_extn("dsn"):
         return ""
-    options = []
+    options: list[str] = []
     if "NOTIFY" in params:
         options.append("NOTIFY=" + ",".join(params["NOTIFY"]))
     if "ORCPT" in params:
@@ -240,7 +249,7 @@ def _rcpt_options(client, params):
     return "".join(" " + option for option in options)
 
 
-def encode_xtext(text):
+def encode_xtext(text: str) -> str:
     """RFC 3461 §4 xtext: ``+``, ``=``, space and controls as ``+HH``.
 
     Non-ASCII characters stay as they are: they can only have arrived in a
@@ -250,13 +259,13 @@ def encode_xtext(text):
                    for char in text)
 
 
-def _expect(reply, codes):
+def _expect(reply: tuple[int, bytes], codes: Container[int]) -> None:
     code, text = reply
     if code not in codes:
         raise _refusal(code, text)
 
 
-def _refusal(code, text):
+def _refusal(code: int, text: bytes | str) -> SMTPError:
     """The next server's refusal as our reply (its enhanced code kept)."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
@@ -269,7 +278,7 @@ def _refusal(code, text):
     return SMTPError(code, text or "Error: refused by relay host")
 
 
-def _quit(client):
+def _quit(client: smtplib.SMTP) -> None:
     try:
         if client.sock is not None:
             client.quit()
@@ -279,7 +288,7 @@ def _quit(client):
         client.close()
 
 
-def _fsync_directory(path):
+def _fsync_directory(path: str) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -287,7 +296,7 @@ def _fsync_directory(path):
         os.close(descriptor)
 
 
-def _remove(path):
+def _remove(path: str) -> None:
     try:
         os.unlink(path)
     except OSError:

@@ -7,8 +7,11 @@ surrogates and are refused here.  The names mirror the ABNF of RFC 5321
 (xtext).
 """
 
+from __future__ import annotations
+
 import ipaddress
 import re
+from typing import Any, Callable, Container, Dict, Iterable, Mapping, Optional, Tuple
 
 # RFC 5321 §4.5.3.1: size limits, counted in octets.
 MAX_LOCAL_PART = 64
@@ -38,6 +41,13 @@ _XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-7][0-9A-F])*\Z")
 _XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
 _ADDR_TYPE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+\Z")
 
+#: One ESMTP parameter as sent: ``(KEYWORD, value)``, value None without ``=``.
+Parameter = Tuple[str, Optional[str]]
+#: Decoded parameters (``mail_params``, ``rcpt_params``): ``{KEYWORD: value or True}``.
+Params = Dict[str, Any]
+#: A value checker: the raw value in, the decoded value out, or ValueError.
+Checker = Callable[[Optional[str]], object]
+
 
 class AddressError(ValueError):
     """A path that cannot be accepted; ``reason`` tells the session which reply.
@@ -46,7 +56,7 @@ class AddressError(ValueError):
     ``"bad_utf8"`` (bytes that are not UTF-8).
     """
 
-    def __init__(self, reason):
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
@@ -54,17 +64,17 @@ class AddressError(ValueError):
 class ParameterError(ValueError):
     """Bad ESMTP parameter syntax or value; ``name`` is the keyword if known."""
 
-    def __init__(self, name=None):
+    def __init__(self, name: str | None = None) -> None:
         super().__init__(name)
         self.name = name
 
 
-def octets(text):
+def octets(text: str) -> int:
     """Length on the wire of text decoded with surrogateescape."""
     return len(text.encode("utf-8", "surrogateescape"))
 
 
-def split_command(line):
+def split_command(line: str) -> tuple[str, str]:
     """``"mail FROM:<a>"`` → ``("MAIL", "FROM:<a>")``; trailing spaces are ignored.
 
     Only an ASCII verb is upper-cased: str.upper() would turn "MA\u0131L"
@@ -74,7 +84,7 @@ def split_command(line):
     return (verb.upper() if verb.isascii() else verb), argument.lstrip(" ")
 
 
-def split_path_argument(argument, keyword):
+def split_path_argument(argument: str, keyword: str) -> tuple[str, str] | None:
     """Split ``FROM:<path> params`` (``keyword`` is ``"FROM:"`` or ``"TO:"``).
 
     Returns ``(path, parameters)`` or None if the keyword is missing.  Spaces
@@ -95,7 +105,7 @@ def split_path_argument(argument, keyword):
     return path, parameters.strip(" ")
 
 
-def _closing_bracket(text):
+def _closing_bracket(text: str) -> int:
     """Index of the ``>`` closing a path, skipping quoted strings; -1 if none."""
     quoted = escaped = False
     for index, char in enumerate(text):
@@ -110,7 +120,8 @@ def _closing_bracket(text):
     return -1
 
 
-def parse_path(path, *, smtputf8=False, allow_null=False, allow_postmaster=False):
+def parse_path(path: str, *, smtputf8: bool = False, allow_null: bool = False,
+               allow_postmaster: bool = False) -> str:
     """Validate a Reverse-path or Forward-path and return the mailbox.
 
     ``"<>"`` gives ``""`` when ``allow_null``; a source route (``<@a,@b:u@c>``)
@@ -144,7 +155,7 @@ def parse_path(path, *, smtputf8=False, allow_null=False, allow_postmaster=False
     return inner
 
 
-def _strip_source_route(text, smtputf8):
+def _strip_source_route(text: str, smtputf8: bool) -> str:
     route, colon, mailbox = text.partition(":")
     while colon and route.count("[") != route.count("]"):   # IPv6 literal in the route
         more, colon, mailbox = mailbox.partition(":")
@@ -160,7 +171,7 @@ def _strip_source_route(text, smtputf8):
     return mailbox
 
 
-def parse_mailbox(mailbox, *, smtputf8=False):
+def parse_mailbox(mailbox: str, *, smtputf8: bool = False) -> tuple[str, str]:
     """Check ``Local-part "@" ( Domain / address-literal )``; return (local, domain)."""
     if mailbox.startswith('"'):
         pattern = _QUOTED_STRING_UTF8 if smtputf8 else _QUOTED_STRING
@@ -179,12 +190,12 @@ def parse_mailbox(mailbox, *, smtputf8=False):
     return local, domain
 
 
-def is_dot_string(text, *, smtputf8=False):
+def is_dot_string(text: str, *, smtputf8: bool = False) -> bool:
     atom = _ATOM_UTF8 if smtputf8 else _ATOM
     return all(atom.fullmatch(part) for part in text.split("."))
 
 
-def is_domain(text, *, smtputf8=False):
+def is_domain(text: str, *, smtputf8: bool = False) -> bool:
     """RFC 5321 Domain (RFC 6531 U-labels with SMTPUTF8); 255 octets, 63 per label."""
     if text.isascii():          # the common case, in one regex
         return len(text) <= MAX_DOMAIN and _ASCII_DOMAIN.match(text) is not None
@@ -194,7 +205,7 @@ def is_domain(text, *, smtputf8=False):
                for label in text.split("."))
 
 
-def is_address_literal(text):
+def is_address_literal(text: str) -> bool:
     """``[1.2.3.4]``, ``[IPv6:...]`` or a General-address-literal ``[tag:content]``."""
     if len(text) < 3 or text[0] != "[" or text[-1] != "]":
         return False
@@ -207,7 +218,7 @@ def is_address_literal(text):
     return general is not None and general.group(1).upper() != "IPV6"
 
 
-def _is_ip(text, kind):
+def _is_ip(text: str, kind: Callable[[str], object]) -> bool:
     try:
         kind(text)
     except ValueError:
@@ -215,7 +226,7 @@ def _is_ip(text, kind):
     return True
 
 
-def is_helo_name(text):
+def is_helo_name(text: str) -> bool:
     """A HELO/EHLO argument we accept: one printable ASCII word.
 
     RFC 5321 wants a domain or address literal, but real clients send bare
@@ -227,14 +238,14 @@ def is_helo_name(text):
         char in text for char in " ()\\;<>\"")
 
 
-def parse_parameters(text, *, smtputf8=False):
+def parse_parameters(text: str, *, smtputf8: bool = False) -> list[Parameter]:
     """``"SIZE=10 BODY=8BITMIME"`` → ``[("SIZE", "10"), ("BODY", "8BITMIME")]``.
 
     Keywords are upper-cased; a keyword without ``=`` has the value None.
     Raises :class:`ParameterError` for bad syntax or a repeated keyword.
     """
-    parameters = []
-    seen = set()
+    parameters: list[Parameter] = []
+    seen: set[str] = set()
     for word in text.split(" "):
         if not word:
             continue
@@ -252,7 +263,7 @@ def parse_parameters(text, *, smtputf8=False):
     return parameters
 
 
-def decode_xtext(text):
+def decode_xtext(text: str) -> str:
     """RFC 3461 §4 xtext → str; raises ValueError when malformed."""
     if not _XTEXT.match(text):
         raise ValueError("malformed xtext")
@@ -262,44 +273,44 @@ def decode_xtext(text):
 # Value checkers for the parameters we understand: each returns the decoded
 # value (the ``mail_params``/``rcpt_params`` form) or raises ValueError.
 
-def _size(value):
+def _size(value: str | None) -> int:
     if value is None or not value.isdigit() or len(value) > 20:
         raise ValueError(value)
     return int(value)
 
 
-def _body(value):
+def _body(value: str | None) -> str:
     if value is None or value.upper() not in ("7BIT", "8BITMIME", "BINARYMIME"):
         raise ValueError(value)
     return value.upper()
 
 
-def _flag(value):
+def _flag(value: str | None) -> bool:
     if value is not None:
         raise ValueError(value)
     return True
 
 
-def _ret(value):
+def _ret(value: str | None) -> str:
     if value is None or value.upper() not in ("FULL", "HDRS"):
         raise ValueError(value)
     return value.upper()
 
 
-def _envid(value):
+def _envid(value: str | None) -> str:
     if value is None or len(value) > MAX_ENVID:
         raise ValueError(value)
     return decode_xtext(value)
 
 
-def _auth(value):
+def _auth(value: str | None) -> str:
     # RFC 4954 §5: AUTH=<> or AUTH=xtext(mailbox); the value is informational.
     if value is None:
         raise ValueError(value)
     return "" if value == "<>" else decode_xtext(value)
 
 
-def _notify(value):
+def _notify(value: str | None) -> tuple[str, ...]:
     if value is None:
         raise ValueError(value)
     items = value.upper().split(",")
@@ -312,7 +323,7 @@ def _notify(value):
     return tuple(items)
 
 
-def _orcpt(value):
+def _orcpt(value: str | None) -> str:
     if value is None or len(value) > MAX_ORCPT:
         raise ValueError(value)
     addr_type, semicolon, address = value.partition(";")
@@ -321,19 +332,20 @@ def _orcpt(value):
     return "%s;%s" % (addr_type.lower(), decode_xtext(address))
 
 
-MAIL_PARAMETERS = {"SIZE": _size, "BODY": _body, "SMTPUTF8": _flag, "RET": _ret,
+MAIL_PARAMETERS: dict[str, Checker] = {"SIZE": _size, "BODY": _body, "SMTPUTF8": _flag, "RET": _ret,
                    "ENVID": _envid, "AUTH": _auth}
-RCPT_PARAMETERS = {"NOTIFY": _notify, "ORCPT": _orcpt}
+RCPT_PARAMETERS: dict[str, Checker] = {"NOTIFY": _notify, "ORCPT": _orcpt}
 
 
-def check_parameters(parameters, checkers, offered):
+def check_parameters(parameters: Iterable[Parameter], checkers: Mapping[str, Checker],
+                     offered: Container[str]) -> Params:
     """Decode ``parse_parameters`` output into ``{KEYWORD: value or True}``.
 
     ``offered`` is the set of keywords the session advertises.  Unknown or
     not-offered keywords raise ``LookupError(keyword)`` (555 5.5.4); bad values
     raise :class:`ParameterError` (501 5.5.4).
     """
-    decoded = {}
+    decoded: Params = {}
     for keyword, value in parameters:
         if keyword not in offered or keyword not in checkers:
             raise LookupError(keyword)

@@ -5,17 +5,28 @@ line all read :data:`OPTIONS`, so a default or a check cannot differ between
 them.  The docs' option table is generated from the same rows.
 """
 
-import collections
-import ssl
+from __future__ import annotations
 
-from .proxy import parse_networks
+import ssl
+from typing import Any, Iterable, Mapping, NamedTuple
+
+from .callbacks import AuthHandler, MailHandler, RcptHandler, VrfyHandler
+from .proxy import Network, parse_networks
 
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
 
-Option = collections.namedtuple("Option", "name kind default doc choices cli")
+
+class Option(NamedTuple):
+    name: str
+    kind: str
+    default: Any
+    doc: str
+    choices: tuple[str, ...]
+    cli: bool
 
 
-def _option(name, kind, default, doc, choices=(), cli=True):
+def _option(name: str, kind: str, default: Any, doc: str, choices: Iterable[str] = (),
+            cli: bool = True) -> Option:
     return Option(name, kind, default, doc, tuple(choices), cli)
 
 
@@ -104,16 +115,52 @@ BY_NAME = {option.name: option for option in OPTIONS}
 
 
 class Settings:
-    """Validated option values of one server, read as attributes."""
+    """Validated option values of one server, read as attributes.
 
-    def __init__(self, **values):
+    The annotations give type checkers one attribute per row of
+    :data:`OPTIONS` (tests/test_options.py checks that they match).
+    """
+
+    max_size: int
+    max_recipients: int
+    max_connections: int
+    max_connections_per_ip: int
+    request_queue_size: int
+    max_line_length: int
+    timeout: float
+    min_data_rate: int
+    handler_timeout: float
+    shutdown_timeout: float
+    max_errors: int
+    bare_eol: str
+    received_header: bool
+    reverse_dns: bool
+    lmtp: bool
+    data_as_file: bool
+    spool_threshold: int
+    log_protocol: bool
+    tls_context: ssl.SSLContext | None
+    implicit_tls: bool
+    require_tls: bool
+    auth_handler: AuthHandler | None
+    auth_mechanisms: tuple[str, ...]
+    auth_required: bool
+    auth_allow_plaintext: bool
+    max_auth_failures: int
+    proxy_protocol: bool
+    trusted_proxies: tuple[str | Network, ...]
+    mail_handler: MailHandler | None
+    rcpt_handler: RcptHandler | None
+    vrfy_handler: VrfyHandler | None
+
+    def __init__(self, **values: Any) -> None:
         self.__dict__.update(values)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Settings(%s)" % ", ".join("%s=%r" % item for item in sorted(self.__dict__.items()))
 
 
-def resolve(options):
+def resolve(options: Mapping[str, Any]) -> Settings:
     """Validate keyword ``options`` against :data:`OPTIONS` and fill in defaults.
 
     Raises :class:`TypeError` for an unknown name and :class:`ValueError` for a
@@ -122,7 +169,7 @@ def resolve(options):
     unknown = sorted(set(options) - set(BY_NAME))
     if unknown:
         raise TypeError("unknown option(s): %s" % ", ".join(unknown))
-    values = {}
+    values: dict[str, Any] = {}
     for option in OPTIONS:
         value = options.get(option.name, option.default)
         values[option.name] = _check(option, value)
@@ -133,7 +180,7 @@ def resolve(options):
     return Settings(**values)
 
 
-def _check(option, value):
+def _check(option: Option, value: Any) -> Any:
     kind = option.kind
     if kind == "bool":
         if not isinstance(value, bool):

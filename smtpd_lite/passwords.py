@@ -18,11 +18,13 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from .auth import PLAINTEXT_MECHANISMS
+from .callbacks import AuthHandler, Peer
 
 # scrypt cost.  N=2**14, r=8, p=5 is one of OWASP's equivalent minimum
 # settings (Password Storage Cheat Sheet): the CPU cost of N=2**17, p=1 but
@@ -42,7 +44,7 @@ _MIN_HASH_OCTETS = 16
 _MAX_SCRYPT_MEMORY = 1 << 30
 
 # Where the Python's OpenSSL lacks scrypt; tests patch this to None.
-_scrypt = getattr(hashlib, "scrypt", None)
+_scrypt: Callable[..., bytes] | None = getattr(hashlib, "scrypt", None)
 
 _POSITIVE_INTEGER = re.compile(r"[1-9][0-9]{0,9}\Z")
 _BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\Z")
@@ -92,7 +94,7 @@ def _parse(encoded: str) -> tuple[Callable[[bytes], bytes], bytes]:
             raise ValueError("this Python's hashlib has no scrypt")
         scrypt = _scrypt
 
-        def derive(password):
+        def derive(password: bytes) -> bytes:
             return scrypt(password, salt=salt, n=n, r=r, p=p,
                           maxmem=memory + 1024, dklen=len(expected))
     elif scheme == "pbkdf2_sha256" and len(fields) == 3:
@@ -100,7 +102,7 @@ def _parse(encoded: str) -> tuple[Callable[[bytes], bytes], bytes]:
         salt = _b64decode(fields[1], "salt")
         expected = _b64decode(fields[2], "hash")
 
-        def derive(password):
+        def derive(password: bytes) -> bytes:
             return hashlib.pbkdf2_hmac("sha256", password, salt, iterations,
                                        dklen=len(expected))
     else:
@@ -149,7 +151,7 @@ def verify_password(password: str, encoded: str) -> bool:
     return hmac.compare_digest(derive(secret), expected)
 
 
-def load_auth_file(path) -> dict[str, str]:
+def load_auth_file(path: str | os.PathLike[str]) -> dict[str, str]:
     """Read an auth file into ``{user: encoded hash}``.
 
     ValueError, naming the line number but never its content, for a line
@@ -186,7 +188,7 @@ def load_auth_file(path) -> dict[str, str]:
     return users
 
 
-def file_auth_handler(users: dict[str, str]) -> Callable[..., bool]:
+def file_auth_handler(users: Mapping[str, str]) -> AuthHandler:
     """Return an ``auth_handler`` that checks PLAIN and LOGIN against ``users``.
 
     ``users`` maps user names to ``hash_password`` hashes, as
@@ -202,7 +204,8 @@ def file_auth_handler(users: dict[str, str]) -> Callable[..., bool]:
         _parse(encoded)
     decoy: str | None = next(iter(accounts.values()), None)
 
-    def auth_handler(peer, mechanism, username, password, shared):
+    def auth_handler(peer: Peer, mechanism: str, username: str, password: str | None,
+                     shared: str | None) -> bool:
         if mechanism.upper() not in PLAINTEXT_MECHANISMS or password is None:
             return False
         encoded = accounts.get(username)

@@ -12,12 +12,14 @@ Reading from the socket, the timeout and the decision to trust the sender
 (:func:`parse_networks`, :func:`is_trusted`) belong to the caller.
 """
 
+from __future__ import annotations
+
 import ipaddress
 import re
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple, Union
+from typing import Iterable, Tuple, Union
 
 __all__ = [
     "MAX_V1_LENGTH",
@@ -68,14 +70,14 @@ class ProxyHeader:
     """
 
     command: str
-    family: Optional[int]
-    source: Optional[Address]
-    destination: Optional[Address]
-    tlvs: Tuple[Tuple[int, bytes], ...]
+    family: int | None
+    source: Address | None
+    destination: Address | None
+    tlvs: tuple[tuple[int, bytes], ...]
     version: int
 
 
-def parse_proxy_header(buffer: bytes) -> Optional[Tuple[ProxyHeader, int]]:
+def parse_proxy_header(buffer: bytes) -> tuple[ProxyHeader, int] | None:
     """Parse the PROXY header at the start of ``buffer``.
 
     ``buffer`` holds every byte received so far on the connection. Returns
@@ -120,7 +122,7 @@ _IPV6_START = re.compile(rb"[0-9A-Fa-f:.]{0,45}")
 _PORT = re.compile(rb"0|[1-9][0-9]{0,4}")
 
 
-def _parse_v1(data: bytes) -> Optional[Tuple[ProxyHeader, int]]:
+def _parse_v1(data: bytes) -> tuple[ProxyHeader, int] | None:
     end = data.find(b"\r\n", 0, MAX_V1_LENGTH)
     complete = end >= 0
     line = data[:end] if complete else data[:MAX_V1_LENGTH]
@@ -139,7 +141,7 @@ def _parse_v1(data: bytes) -> Optional[Tuple[ProxyHeader, int]]:
     return _v1_header(fields), end + 2
 
 
-def _check_v1_fields(fields: List[bytes], last_may_be_cut: bool) -> None:
+def _check_v1_fields(fields: list[bytes], last_may_be_cut: bool) -> None:
     """Raise ProxyError unless ``fields`` can begin a valid v1 line.
 
     With ``last_may_be_cut`` the last field may still be growing, so it only
@@ -171,16 +173,23 @@ def _check_v1_fields(fields: List[bytes], last_may_be_cut: bool) -> None:
         raise ProxyError("PROXY v1 line with missing fields")
 
 
-def _v1_header(fields: List[bytes]) -> ProxyHeader:
+def _v1_header(fields: list[bytes]) -> ProxyHeader:
     family = _V1_PROTOCOLS[fields[1]]
     if family is None:
         return ProxyHeader("PROXY", None, None, None, (), 1)
-    source = (_v1_address(fields[1], fields[2]), _v1_port(fields[4]))
-    destination = (_v1_address(fields[1], fields[3]), _v1_port(fields[5]))
+    source = _v1_endpoint(fields[1], fields[2], fields[4])
+    destination = _v1_endpoint(fields[1], fields[3], fields[5])
     return ProxyHeader("PROXY", family, source, destination, (), 1)
 
 
-def _v1_address(protocol: bytes, field: bytes) -> Optional[str]:
+def _v1_endpoint(protocol: bytes, address: bytes, port: bytes) -> Address:
+    host, number = _v1_address(protocol, address), _v1_port(port)
+    if host is None or number is None:  # _check_v1_fields has refused these already
+        raise ProxyError("PROXY v1 line with a bad address or port")
+    return host, number
+
+
+def _v1_address(protocol: bytes, field: bytes) -> str | None:
     """The address in ``field`` as text, or None if it is not one of ``protocol``."""
     if protocol == b"TCP4":
         return field.decode("ascii") if _IPV4.fullmatch(field) else None
@@ -213,7 +222,7 @@ def _v1_address_start(protocol: bytes, field: bytes) -> bool:
     return last == b"" or last == b"0" or (last[:1] != b"0" and int(last) <= 255)
 
 
-def _v1_port(field: bytes) -> Optional[int]:
+def _v1_port(field: bytes) -> int | None:
     if not _PORT.fullmatch(field):
         return None
     port = int(field)
@@ -236,7 +245,7 @@ _V2_ADDRESSES = {
 _V2_UNSPEC_MODE = frozenset({0x00, 0x12, 0x22, 0x32})
 
 
-def _parse_v2(data: bytes) -> Optional[Tuple[ProxyHeader, int]]:
+def _parse_v2(data: bytes) -> tuple[ProxyHeader, int] | None:
     signature = data[: len(V2_SIGNATURE)]
     if signature != V2_SIGNATURE[: len(signature)]:
         raise ProxyError("not a PROXY protocol header")
@@ -269,7 +278,7 @@ def _parse_v2(data: bytes) -> Optional[Tuple[ProxyHeader, int]]:
     return ProxyHeader("PROXY", family, source, destination, tlvs, 2), consumed
 
 
-def _v2_addresses(family: int, block: bytes) -> Tuple[Address, Address]:
+def _v2_addresses(family: int, block: bytes) -> tuple[Address, Address]:
     if family == _AF_UNIX:
         return (_unix_path(block[:108]), 0), (_unix_path(block[108:]), 0)
     if family == socket.AF_INET:
@@ -291,7 +300,7 @@ def _unix_path(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
 
 
-def _v2_tlvs(block: bytes) -> Tuple[Tuple[int, bytes], ...]:
+def _v2_tlvs(block: bytes) -> tuple[tuple[int, bytes], ...]:
     """Split the bytes after the addresses into (type, value) pairs (section 2.2)."""
     tlvs = []
     offset = 0
@@ -310,7 +319,7 @@ def _v2_tlvs(block: bytes) -> Tuple[Tuple[int, bytes], ...]:
 # -- trusted senders (section 5: accept the header from known sources only) --
 
 
-def parse_networks(cidrs: Union[str, Iterable[Union[str, Network]]]) -> Tuple[Network, ...]:
+def parse_networks(cidrs: str | Iterable[str | Network]) -> tuple[Network, ...]:
     """Turn ``"10.0.0.0/8"``, ``"2001:db8::/32"`` or ``"192.0.2.7"`` entries into networks.
 
     A single string is one entry. A plain address is a one-address network;

@@ -11,13 +11,17 @@ The fixture yields the object of :func:`smtpd_lite.testing.capture`.  This is
 the only module of smtpd_lite that imports pytest, and only pytest loads it.
 """
 
+from __future__ import annotations
+
+from typing import Iterator
+
 import pytest
 
-from .testing import capture
+from .testing import Capture, capture
 
 
 @pytest.fixture
-def smtpd():
+def smtpd() -> Iterator[Capture]:
     """A running SMTP server on 127.0.0.1 that records every message it receives."""
     with capture() as server:
         yield server

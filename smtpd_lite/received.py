@@ -11,17 +11,21 @@ Every value that came from the client is neutered first, so no HELO name,
 host name or address can add a line, a header or a fake clause.
 """
 
+from __future__ import annotations
+
 import email.utils
 import ipaddress
 import re
 import time
+from typing import Sequence
 
 _UNSAFE = re.compile(r"[^\x21-\x7e]|[()\\;<>\"]")
 _UNSAFE_COMMENT = re.compile(r"[^A-Za-z0-9 ._\-]")
 _UNSAFE_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
 
 
-def transmission_type(*, esmtp=True, tls=False, auth=False, smtputf8=False, lmtp=False):
+def transmission_type(*, esmtp: bool = True, tls: bool = False, auth: bool = False,
+                      smtputf8: bool = False, lmtp: bool = False) -> str:
     """The ``with`` keyword from the IANA mail transmission types registry."""
     if lmtp:
         base = "LMTP"
@@ -32,7 +36,7 @@ def transmission_type(*, esmtp=True, tls=False, auth=False, smtputf8=False, lmtp
     return base + ("S" if tls else "") + ("A" if auth else "")
 
 
-def address_literal(ip):
+def address_literal(ip: str) -> str:
     """``[192.0.2.1]`` or ``[IPv6:2001:db8::1]`` (RFC 5321 §4.1.3)."""
     try:
         parsed = ipaddress.ip_address(ip)
@@ -45,15 +49,15 @@ def address_literal(ip):
     return "[%s]" % parsed
 
 
-def neuter(text):
+def neuter(text: str) -> str:
     """Replace anything that could break out of a Received clause with ``?``."""
     return _UNSAFE.sub("?", text) or "?"
 
 
-_last_date = (None, "")
+_last_date: tuple[int | None, str] = (None, "")
 
 
-def _now():
+def _now() -> str:
     """The RFC 5322 date, formatted at most once a second."""
     global _last_date
     second = int(time.time())
@@ -64,8 +68,9 @@ def _now():
     return text
 
 
-def received_header(*, helo, ip, hostname, appname, protocol, queue_id,
-                    recipients, reverse_name=None, tls_comment=None, date=None):
+def received_header(*, helo: str | None, ip: str, hostname: str, appname: str, protocol: str,
+                    queue_id: str, recipients: Sequence[str], reverse_name: str | None = None,
+                    tls_comment: str | None = None, date: str | None = None) -> bytes:
     """Return the folded header as bytes ending in CRLF.
 
     ``recipients`` is the list of accepted recipients; ``for <rcpt>`` is added

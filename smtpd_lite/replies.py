@@ -5,6 +5,8 @@ Each reply carries an RFC 3463 enhanced status code.  Texts with ``{...}``
 fields are completed with :func:`str.format` by the session.
 """
 
+from __future__ import annotations
+
 import re
 
 # Greeting and session level.
@@ -92,7 +94,7 @@ _REPLY = re.compile(r"([2-5][0-9][0-9])(?:[ -](.*))?\Z", re.DOTALL)
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
 
 
-def sanitize_text(text):
+def sanitize_text(text: object) -> str:
     """One line of printable ASCII: runs of CR, LF, controls and non-ASCII become a space.
 
     This is why one error can never become two replies on the wire.
@@ -100,11 +102,11 @@ def sanitize_text(text):
     return _UNPRINTABLE.sub(" ", str(text)).strip()
 
 
-def is_enhanced_code(text):
+def is_enhanced_code(text: str) -> bool:
     return _ENHANCED.match(text) is not None
 
 
-def with_enhanced_code(code, text):
+def with_enhanced_code(code: str, text: str) -> str:
     """``code`` + enhanced code + text; RFC 3463 class ``X.0.0`` if the text has none."""
     first, _, rest = text.partition(" ")
     if is_enhanced_code(first):
@@ -115,7 +117,7 @@ def with_enhanced_code(code, text):
     return "%s %s %s" % (code, enhanced, text) if text else "%s %s" % (code, enhanced)
 
 
-def validate_reply(reply, allowed="245"):
+def validate_reply(reply: object, allowed: str = "245") -> str | None:
     """Turn a reply line from user code into a safe single reply, or None if unusable.
 
     ``allowed`` lists the reply classes the calling place may send.
@@ -136,7 +138,7 @@ class SMTPError(Exception):
     ``message`` are neutralised so one error is always one reply line.
     """
 
-    def __init__(self, code, message, enhanced=None):
+    def __init__(self, code: int, message: str, enhanced: str | None = None) -> None:
         if isinstance(code, bool) or not isinstance(code, int) or not 400 <= code <= 599:
             raise ValueError("SMTP error code must be an int from 400 to 599, not %r" % (code,))
         if enhanced is None:
@@ -151,8 +153,8 @@ class SMTPError(Exception):
         super().__init__(code, self.message, enhanced)
 
     @property
-    def reply(self):
+    def reply(self) -> str:
         return "%d %s %s" % (self.code, self.enhanced, self.message)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.reply

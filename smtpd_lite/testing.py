@@ -13,13 +13,16 @@
 pytest users get the same object from the ``smtpd`` fixture.
 """
 
+from __future__ import annotations
+
 import contextlib
 import email
 import email.policy
 import threading
 import time
+from typing import Any, BinaryIO, Iterator, Mapping
 
-from .callbacks import accepted_extras
+from .callbacks import Handler, Peer, accepted_extras
 from .server import SMTPServer
 
 
@@ -31,7 +34,8 @@ class Message:
     attribute.
     """
 
-    def __init__(self, peer, mailfrom, rcpttos, data, extras):
+    def __init__(self, peer: Peer, mailfrom: str, rcpttos: list[str], data: bytes,
+                 extras: dict[str, Any]) -> None:
         self.peer = peer
         self.mailfrom = mailfrom
         self.rcpttos = rcpttos
@@ -41,13 +45,13 @@ class Message:
         self.message = email.message_from_bytes(data.replace(b"\r\n", b"\n"),
                                                 policy=email.policy.default)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         try:
             return self.__dict__["extras"][name]
         except KeyError:
             raise AttributeError(name) from None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Message from %r to %r, %d octets>" % (self.mailfrom, self.rcpttos,
                                                         len(self.data))
 
@@ -60,12 +64,14 @@ class CaptureServer(SMTPServer):
     left behind when the ``with`` block ends.
     """
 
-    def __init__(self, *args, **kwargs):
-        self._session_threads = set()
+    server_address: tuple[str, int]     # capture() binds 127.0.0.1
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._session_threads: set[threading.Thread] = set()
         self._session_threads_lock = threading.Lock()
         super().__init__(*args, **kwargs)
 
-    def process_request_thread(self, request, client_address):
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
         with self._session_threads_lock:
             self._session_threads.add(threading.current_thread())
         try:
@@ -74,7 +80,7 @@ class CaptureServer(SMTPServer):
             with self._session_threads_lock:
                 self._session_threads.discard(threading.current_thread())
 
-    def join_sessions(self, timeout=5):
+    def join_sessions(self, timeout: float = 5) -> None:
         deadline = time.monotonic() + timeout
         with self._session_threads_lock:
             threads = list(self._session_threads)
@@ -85,19 +91,19 @@ class CaptureServer(SMTPServer):
 class Capture:
     """The running test server; see :func:`capture`."""
 
-    def __init__(self, server, thread):
+    def __init__(self, server: CaptureServer, thread: threading.Thread) -> None:
         self.server = server
         self.host, self.port = server.server_address[:2]
-        self.messages = []
+        self.messages: list[Message] = []
         self._thread = thread
         self._changed = threading.Condition()
 
-    def record(self, message):
+    def record(self, message: Message) -> None:
         with self._changed:
             self.messages.append(message)
             self._changed.notify_all()
 
-    def wait_for(self, count, timeout=5):
+    def wait_for(self, count: int, timeout: float = 5) -> list[Message]:
         """Return the first ``count`` messages once they have arrived.
 
         Raises :class:`TimeoutError` if fewer arrived within ``timeout`` seconds.
@@ -112,14 +118,14 @@ class Capture:
                 self._changed.wait(remaining)
             return self.messages[:count]
 
-    def clear(self):
+    def clear(self) -> None:
         """Forget the messages received so far."""
         with self._changed:
             del self.messages[:]
 
 
 @contextlib.contextmanager
-def capture(handler=None, **options):
+def capture(handler: Handler | None = None, **options: Any) -> Iterator[Capture]:
     """Run a server on 127.0.0.1 (a free port) in a background thread.
 
     ``options`` pass through to :class:`~smtpd_lite.SMTPServer` (TLS, AUTH,
@@ -128,14 +134,16 @@ def capture(handler=None, **options):
     On exit the server is shut down, its socket closed, clients still
     connected are disconnected, and no thread or socket is left behind.
     """
-    holder = {}
+    holder: dict[str, Capture] = {}
 
-    def record(peer, mailfrom, rcpttos, data, **extras):
+    def record(peer: Peer, mailfrom: str, rcpttos: list[str], data: bytes | BinaryIO,
+               **extras: Any) -> object:
         result = None
         if handler is not None:
             result = handler(peer, mailfrom, rcpttos, data, **_accepted(handler, extras))
-        content = data
-        if hasattr(data, "read"):       # data_as_file: the handler may have read it
+        if isinstance(data, bytes):
+            content = data
+        else:                           # data_as_file: the handler may have read it
             data.seek(0)
             content = data.read()
         holder["capture"].record(Message(peer, mailfrom, rcpttos, content, extras))
@@ -155,6 +163,6 @@ def capture(handler=None, **options):
         server.join_sessions()
 
 
-def _accepted(function, extras):
+def _accepted(function: Handler, extras: Mapping[str, Any]) -> dict[str, Any]:
     names = accepted_extras(function, tuple(extras))
     return {name: extras[name] for name in names}

@@ -1,9 +1,17 @@
 """TLS for STARTTLS (RFC 3207) and implicit TLS (RFC 8314): the server context."""
 
+from __future__ import annotations
+
+import os
 import ssl
+from typing import Callable
 
 
-def tls_context(certfile, keyfile, password=None):
+def tls_context(
+    certfile: str | os.PathLike[str],
+    keyfile: str | os.PathLike[str] | None,
+    password: str | bytes | Callable[[], str | bytes] | None = None,
+) -> ssl.SSLContext:
     """A server :class:`ssl.SSLContext` with sound defaults.
 
     TLS 1.2 is the minimum (RFC 8996 retired 1.0 and 1.1); compression and
@@ -18,7 +26,7 @@ def tls_context(certfile, keyfile, password=None):
     return context
 
 
-def describe(tls_socket):
+def describe(tls_socket: ssl.SSLSocket) -> str | None:
     """``"using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384"`` for the Received header."""
     cipher = tls_socket.cipher()
     if not cipher:

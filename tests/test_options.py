@@ -23,6 +23,10 @@ def test_every_option_is_documented():
         assert option.doc and option.doc.endswith("."), option.name
 
 
+def test_settings_declares_every_option_for_type_checkers():
+    assert list(options.Settings.__annotations__) == [option.name for option in options.OPTIONS]
+
+
 def test_unknown_option_is_a_type_error():
     with pytest.raises(TypeError, match="max_sise"):
         options.resolve({"max_sise": 10})
