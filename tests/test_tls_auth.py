@@ -472,3 +472,4 @@ def test_swaks(cli_server, certificates, arguments, succeeds):
         assert result.returncode != 0
         assert "535 5.7.8" in result.stdout
         assert delivered == []
+
