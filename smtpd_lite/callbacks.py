@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Callable, Iterable, Optional, Tuple
+from typing import Callable, Iterable, Mapping, Optional, Tuple
 
 from . import replies
 
@@ -68,14 +68,16 @@ def result_reply(result: object, accepted_reply: str, where: str) -> str:
 
 
 def call_check(function: Callable[..., object], arguments: Iterable[object],
-               rejected_reply: str, where: str) -> str | None:
+               rejected_reply: str, where: str,
+               extras: Mapping[str, object] | None = None) -> str | None:
     """Run a mail/rcpt check callback; return None to accept or the reply to send.
 
-    Falsy results give ``rejected_reply``; exceptions other than SMTPError are
+    ``extras`` are keyword arguments (see :func:`accepted_extras`).  Falsy
+    results give ``rejected_reply``; exceptions other than SMTPError are
     logged with their traceback and answered 451 4.3.0, never with their text.
     """
     try:
-        verdict = function(*arguments)
+        verdict = function(*arguments, **(extras or {}))
     except replies.SMTPError as error:
         return error.reply
     except Exception:

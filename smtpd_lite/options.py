@@ -173,11 +173,18 @@ def resolve(options: Mapping[str, Any]) -> Settings:
     for option in OPTIONS:
         value = options.get(option.name, option.default)
         values[option.name] = _check(option, value)
-    if values["implicit_tls"] and values["tls_context"] is None:
-        raise ValueError("implicit_tls needs a tls_context")
-    if values["proxy_protocol"] and not values["trusted_proxies"]:
-        raise ValueError("proxy_protocol needs trusted_proxies (the load balancers' addresses)")
+    for name, needed in _NEEDS:
+        if values[name] and not values[needed]:
+            raise ValueError("%s needs %s" % (name, needed))
+    if values["auth_handler"] is not None and not values["auth_mechanisms"]:
+        raise ValueError("auth_mechanisms is empty, so AUTH could never succeed")
     return Settings(**values)
+
+
+# An option that means nothing without another one is a mistake, not a no-op:
+# require_tls without a context would refuse every MAIL.
+_NEEDS = (("implicit_tls", "tls_context"), ("require_tls", "tls_context"),
+          ("auth_required", "auth_handler"), ("proxy_protocol", "trusted_proxies"))
 
 
 def _check(option: Option, value: Any) -> Any:

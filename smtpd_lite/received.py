@@ -21,7 +21,9 @@ from typing import Sequence
 
 _UNSAFE = re.compile(r"[^\x21-\x7e]|[()\\;<>\"]")
 _UNSAFE_COMMENT = re.compile(r"[^A-Za-z0-9 ._\-]")
-_UNSAFE_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
+# A recipient shown in "for <...>": quoted local parts may hold ";", "(" or
+# spaces (RFC 5321 qtextSMTP) that naive trace parsers take for new clauses.
+_PLAIN_ADDRESS = re.compile(r"[^\x00-\x20\x7f<>()\\;\"]+\Z")
 
 
 def transmission_type(*, esmtp: bool = True, tls: bool = False, auth: bool = False,
@@ -74,7 +76,9 @@ def received_header(*, helo: str | None, ip: str, hostname: str, appname: str, p
     """Return the folded header as bytes ending in CRLF.
 
     ``recipients`` is the list of accepted recipients; ``for <rcpt>`` is added
-    only when there is exactly one, so a copy never reveals the others.
+    only when there is exactly one, so a copy never reveals the others, and
+    only for a plain address: the clause is optional (RFC 5321 §4.4), so a
+    quoted local part is left out rather than rewritten.
     ``date`` is an RFC 5322 date string (now, local time, when None).
     """
     tcp_info = address_literal(ip)
@@ -84,9 +88,9 @@ def received_header(*, helo: str | None, ip: str, hostname: str, appname: str, p
     if tls_comment:
         lines.append("\t(%s)" % _UNSAFE_COMMENT.sub("?", tls_comment))
     by = "\tby %s (%s) with %s id %s" % (neuter(hostname), neuter(appname), protocol, queue_id)
-    if len(recipients) == 1:
+    if len(recipients) == 1 and _PLAIN_ADDRESS.match(recipients[0]):
         lines.append(by)
-        lines.append("\tfor <%s>;" % _UNSAFE_ADDRESS.sub("?", recipients[0]))
+        lines.append("\tfor <%s>;" % recipients[0])
     else:
         lines.append(by + ";")
     lines[-1] += " " + (date or _now())

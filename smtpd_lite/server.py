@@ -87,6 +87,11 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         self.settings = options_table.resolve(options)
         self.handler = handler
         self.handler_extras = callbacks.accepted_extras(handler)
+        # The mail and rcpt checks get the same keyword extras, by the same rule.
+        self.check_extras = {name: callbacks.accepted_extras(function)
+                             for name, function in (("mail", self.settings.mail_handler),
+                                                    ("rcpt", self.settings.rcpt_handler))
+                             if function is not None}
         self.appname = appname or "smtpd"
         self.hostname = hostname or socket.gethostname()
         # It names us in the greeting, EHLO, Received and CRAM-MD5 challenges.

@@ -375,18 +375,21 @@ class SMTPSession(socketserver.StreamRequestHandler):
         address = self._address(path, smtputf8, replies.BAD_SENDER, allow_null=True)
         if address is None:
             return
+        # Known before the check, so mail_handler can see them as extras.
+        self.smtputf8 = smtputf8
+        self.mail_params = parameters
+        self.mail_options = parameter_text.upper().split()
         mail_handler = self.settings.mail_handler
         if mail_handler is not None:
             refusal = callbacks.call_check(
                 mail_handler, (self.peer, address),
-                replies.SENDER_REJECTED.format(address=address), "mail_handler")
+                replies.SENDER_REJECTED.format(address=address), "mail_handler",
+                self.extras_for(self.server.check_extras["mail"]))
             if refusal is not None:
+                self.reset_transaction()
                 self.reply(refusal)
                 return
         self.mailfrom = address
-        self.smtputf8 = smtputf8
-        self.mail_params = parameters
-        self.mail_options = parameter_text.upper().split()
         self.reply(replies.MAIL_OK)
 
     def mail_keywords(self) -> set[str]:
@@ -425,7 +428,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
         if rcpt_handler is not None:
             refusal = callbacks.call_check(
                 rcpt_handler, (self.peer, self.mailfrom, address),
-                replies.RECIPIENT_REJECTED.format(address=address), "rcpt_handler")
+                replies.RECIPIENT_REJECTED.format(address=address), "rcpt_handler",
+                self.extras_for(self.server.check_extras["rcpt"]))
             if refusal is not None:
                 self.reply(refusal)
                 return
@@ -493,8 +497,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.auth_user = None
 
     def start_tls(self) -> None:
+        context = self.settings.tls_context
+        assert context is not None      # options.resolve: implicit_tls needs it
         try:
-            self.conn.start_tls(self.settings.tls_context)
+            self.conn.start_tls(context)
         except ClientGone as error:
             logger.info("%s: %s", _format_peer(self.peer), error)
             raise
@@ -590,12 +596,11 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def check_credentials(self, mechanism: str, username: str, password: str | None,
                           shared: str | None) -> None:
-        if password is None:            # refused before asking (PLAIN authzid)
-            verdict = False
-        else:
+        auth_handler = self.settings.auth_handler
+        verdict: object = False         # refused before asking (PLAIN authzid)
+        if password is not None and auth_handler is not None:
             try:
-                verdict = self.settings.auth_handler(self.peer, mechanism, username, password,
-                                                     shared)
+                verdict = auth_handler(self.peer, mechanism, username, password, shared)
             except replies.SMTPError as error:
                 self.reply(error.reply)
                 return
@@ -752,6 +757,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     # -- delivery -------------------------------------------------------------
 
+    def extras_for(self, names: frozenset[str]) -> dict[str, Any]:
+        """The keyword extras (design.md §2) a callback accepts, from this session."""
+        return {name: getattr(self, name) for name in names}
+
     def deliver(self, sink: IO[bytes]) -> None:
         """Call the message handler and answer for it (once per recipient in LMTP)."""
         data: bytes | IO[bytes]
@@ -762,7 +771,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             sink.seek(0)
             data = sink
         queued = replies.QUEUED.format(queue_id=self.queue_id)
-        extras = {name: getattr(self, name) for name in self.server.handler_extras}
+        extras = self.extras_for(self.server.handler_extras)
         rcpttos = self.rcpttos
         answers = len(rcpttos) if self.settings.lmtp else 1
         self.conn.flush()           # the watchdog may write while we are in the handler

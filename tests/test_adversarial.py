@@ -198,12 +198,6 @@ def test_helo_header_injection(name):
         assert message.message["X-Injected"] is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "finding: a quoted local part may hold ';' (RFC 5321 qtextSMTP), and received.py only "
-    "neuters controls and <> in the recipient, so RCPT TO:<\"x>; by evil.example; Mon, 1 Jan "
-    "2001 00:00:00 +0000\"@example.com> writes 'for <\"x?; by evil.example; Mon, 1 Jan 2001 "
-    "00:00:00 +0000\"@example.com>; <date>': a fake by-clause and date for any parser that "
-    "splits the trace field at ';' without honouring quotes"))
 def test_received_clause_injection_through_quoted_recipient():
     """Trace-field confusion through the one recipient named in ``for <...>``: RFC 5322 §3.6.7
     (``received = *received-token ";" date-time``), RFC 5321 §4.4, CWE-93.
@@ -224,7 +218,7 @@ def test_received_clause_injection_through_quoted_recipient():
         received = mail.wait_for(1)[0].message["Received"]
         assert received.count(";") == 1, received
         assert "evil.example" not in received.split(";")[0].split(" for ")[0]
-        assert received.count(" by ") == 1, received
+        assert len(re.findall(r"\sby\s", received)) == 1, received
 
 
 # -- CRLF from user callbacks ---------------------------------------------------------------

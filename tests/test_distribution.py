@@ -164,7 +164,6 @@ def test_built_metadata_carries_the_package_version(dist):
         assert metadata["Version"] == smtpd_lite.__version__
 
 
-@pytest.mark.xfail(strict=False, reason="lead's modules not annotated yet")
 def test_mypy_strict_is_clean(tmp_path):
     if importlib.util.find_spec("mypy") is None:
         pytest.skip("mypy is not installed (it is in the test extra)")

@@ -39,3 +39,15 @@ def test_unknown_option_is_a_type_error():
 def test_bad_values_are_refused(name, value):
     with pytest.raises(ValueError, match=name):
         options.resolve({name: value})
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"implicit_tls": True}, "implicit_tls needs tls_context"),
+    ({"require_tls": True}, "require_tls needs tls_context"),
+    ({"auth_required": True}, "auth_required needs auth_handler"),
+    ({"proxy_protocol": True}, "proxy_protocol needs trusted_proxies"),
+    ({"auth_handler": lambda *a: True, "auth_mechanisms": ()}, "auth_mechanisms is empty"),
+])
+def test_options_that_mean_nothing_alone_are_refused(given, message):
+    with pytest.raises(ValueError, match=message):
+        options.resolve(given)

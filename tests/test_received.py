@@ -65,3 +65,15 @@ def test_client_values_cannot_inject(helo):
 ])
 def test_transmission_types(flags, expected):
     assert transmission_type(**flags) == expected
+
+
+@pytest.mark.parametrize("recipient", ['"x>; by evil.example; Mon"@example.com',
+                                       '"john doe"@example.com', '"a(b)"@example.com'])
+def test_for_clause_left_out_for_quoted_recipients(recipient):
+    text = header(recipients=[recipient])
+    assert "\tfor " not in text and "evil" not in text
+    assert text.count(";") == 1
+
+
+def test_for_clause_keeps_utf8_addresses():
+    assert "\tfor <jörg@例え.jp>; " in header(recipients=["jörg@例え.jp"])

@@ -588,3 +588,25 @@ def test_disconnect_mid_data_does_not_call_handler(mail, connect):
     assert transaction(other).startswith("250 2.0.0")
     assert len(mail.wait_for(1)) == 1
     assert b"partial" not in mail.messages[0].data
+
+
+def test_mail_and_rcpt_handlers_get_keyword_extras(connect):
+    seen = []
+
+    def mail_handler(peer, mailfrom, helo, mail_params, smtputf8):
+        seen.append(("mail", helo, mail_params, smtputf8))
+        return mailfrom != "refused@example.com"
+
+    def rcpt_handler(peer, mailfrom, rcptto, **extras):
+        seen.append(("rcpt", extras["helo"], extras["auth_user"], extras["mail_params"]))
+        return True
+
+    with capture(mail_handler=mail_handler, rcpt_handler=rcpt_handler) as mail:
+        client = connect(mail, ehlo="me.example")
+        assert client.command("MAIL FROM:<refused@example.com> SIZE=5").startswith("550")
+        assert client.command("RCPT TO:<b@example.com>") == "503 5.5.1 Error: need MAIL command"
+        assert client.command("MAIL FROM:<a@example.com> SIZE=7") == "250 2.1.0 Ok"
+        assert client.command("RCPT TO:<b@example.com>") == "250 2.1.5 Ok"
+    assert seen == [("mail", "me.example", {"SIZE": 5}, False),
+                    ("mail", "me.example", {"SIZE": 7}, False),
+                    ("rcpt", "me.example", None, {"SIZE": 7})]
