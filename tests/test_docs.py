@@ -215,3 +215,12 @@ def test_every_page_is_reachable_from_the_index():
             linked.update(line.strip() for line in block.splitlines()
                           if line.strip() and not line.strip().startswith(":"))
     assert pages - linked == {"index"}, pages - linked
+
+
+def test_documented_haproxy_config_is_valid(tmp_path):
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not os.path.exists(haproxy):
+        pytest.skip("haproxy is not installed (.ci/run installs it)")
+    result = subprocess.run([haproxy, "-c", "-f", str(EXAMPLES / "haproxy.cfg")],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr

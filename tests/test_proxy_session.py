@@ -160,7 +160,11 @@ def test_haproxy_send_proxy_v2_in_front_of_two_instances(tmp_path):
         "  timeout server 30s\n\n"
         "frontend smtp\n  bind 127.0.0.1:%d\n  default_backend receivers\n\n"
         "backend receivers\n  balance roundrobin\n"
-        "  server a 127.0.0.1:%d send-proxy-v2\n  server b 127.0.0.1:%d send-proxy-v2\n"
+        # As docs/examples/haproxy.cfg: HELO health checks behind a PROXY header;
+        # one failed check would take a server out and fail deliveries below.
+        "  option smtpchk HELO haproxy.example.com\n"
+        "  default-server send-proxy-v2 check check-send-proxy inter 100ms fall 1\n"
+        "  server a 127.0.0.1:%d\n  server b 127.0.0.1:%d\n"
         % (front, servers[0].server_address[1], servers[1].server_address[1]))
     process = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
@@ -174,6 +178,7 @@ def test_haproxy_send_proxy_v2_in_front_of_two_instances(tmp_path):
                 assert process.poll() is None, process.communicate()[0]
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
+        time.sleep(0.5)                             # several rounds of health checks
         # The "real client" connects from 127.0.0.5, a loopback address that
         # differs from HAProxy's own 127.0.0.1, so the forwarded address shows.
         for n in range(200):

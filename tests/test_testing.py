@@ -120,10 +120,7 @@ def test_leaves_no_thread_or_socket_behind():
     assert idle.sock.recv(1024).startswith(b"421")
     idle.close()
     assert open_descriptors() == descriptors
-    left = [thread.name for thread in set(threading.enumerate()) - threads]
-    if left == ["smtpd_lite watchdog"]:
-        pytest.xfail("SMTPServer.server_close() does not stop its watchdog thread yet")
-    assert left == []
+    assert [thread.name for thread in set(threading.enumerate()) - threads] == []
 
 
 def test_the_port_is_closed_on_exit():
