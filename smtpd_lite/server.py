@@ -16,7 +16,7 @@ import socketserver
 import stat
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Tuple, Union
+from typing import TYPE_CHECKING, Any, Tuple, Union
 
 from . import callbacks, grammar, proxy, replies
 from . import options as options_table
@@ -78,7 +78,7 @@ class SMTPServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     block_on_close = False
 
-    def __init__(self, server_address: Address, handler: Callable[..., object], *,
+    def __init__(self, server_address: Address, handler: callbacks.Handler, *,
                  appname: str = "smtpd", hostname: str = "",
                  RequestHandlerClass: type[SMTPSession] = SMTPSession,
                  bind_and_activate: bool = True, **options: Any) -> None:
@@ -96,8 +96,8 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         self.hostname = hostname or socket.gethostname()
         # It names us in the greeting, EHLO, Received and CRAM-MD5 challenges.
         if not grammar.is_helo_name(self.hostname):
-            raise ValueError("hostname must be one word of printable ASCII without ()<>;\\\", "
-                             "not %r" % (self.hostname,))
+            raise ValueError("hostname %r is not one word of printable ASCII (no spaces, "
+                             "quotes, parentheses, ';' or '<>')" % (self.hostname,))
         self.request_queue_size = self.settings.request_queue_size
         self.trusted_networks = proxy.parse_networks(self.settings.trusted_proxies)
         self.watchdog = Watchdog()
@@ -254,7 +254,7 @@ def _remove_stale_socket(path: Any) -> None:
         pass
 
 
-def serve(addr: Address, handler: Callable[..., object], appname: str = "smtpd",
+def serve(addr: Address, handler: callbacks.Handler, appname: str = "smtpd",
           hostname: str = "", workers: int = 1, **options: Any) -> None:
     """Listen on ``addr`` and serve until SIGINT or SIGTERM, then shut down.
 
