@@ -49,7 +49,6 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.settings = server.settings
         self.hostname = server.hostname
         sock = self.connection = self.request
-        sock.setblocking(True)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn = Connection(sock, self.settings.timeout)
