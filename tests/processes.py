@@ -30,6 +30,21 @@ def wait_until(condition, timeout=5.0):
     return bool(condition())
 
 
+def wait_for_port(port, process=None, timeout=10.0):
+    """Wait until something accepts on 127.0.0.1:``port``; fail if ``process`` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if process is not None and process.poll() is not None:
+                raise AssertionError("the server exited: %r" % (process.communicate(),))
+            if time.monotonic() > deadline:
+                raise AssertionError("nothing listens on port %d" % port)
+            time.sleep(0.05)
+
+
 def environment(**extra):
     """os.environ with this checkout importable and unbuffered output."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", **extra)

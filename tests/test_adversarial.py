@@ -110,27 +110,11 @@ def test_pipelining_before_354(early):
 
 # -- STARTTLS command injection ----------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tls_contexts(tmp_path_factory):
-    trustme = pytest.importorskip("trustme")
-    import smtpd_lite
-
-    folder = tmp_path_factory.mktemp("adversarial-tls")
-    authority = trustme.CA()
-    issued = authority.issue_cert("localhost", "127.0.0.1")
-    certfile, keyfile = str(folder / "cert.pem"), str(folder / "key.pem")
-    issued.cert_chain_pems[0].write_to_path(certfile)
-    issued.private_key_pem.write_to_path(keyfile)
-    client = ssl.create_default_context()
-    authority.configure_trust(client)
-    return smtpd_lite.tls_context(certfile, keyfile), client
-
-
 INJECTED = b"EHLO evil.example\r\nMAIL FROM:<injected@evil.example>\r\n"
 
 
 @pytest.mark.parametrize("form", ["same-segment", "before-handshake"])
-def test_starttls_command_injection(tls_contexts, form):
+def test_starttls_command_injection(certificates, form):
     """STARTTLS plaintext command injection: CVE-2011-0411 (Postfix and others; Wietse
     Venema, 2011-03-07); CVE-2024-34083 / GHSA-wgjv-9j3q-jhg8 (aiosmtpd); CWE-349.
 
@@ -139,7 +123,7 @@ def test_starttls_command_injection(tls_contexts, form):
     (RFC 3207 §4.2: discard what was learnt before).  The server either
     discards them or fails the handshake; it never answers them.
     """
-    server_context, client_context = tls_contexts
+    server_context, client_context = certificates.context, certificates.client_context
     with capture(tls_context=server_context) as mail:
         client = greeted(mail)
         if form == "same-segment":

@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from processes import wait_until
+from processes import wait_for_port, wait_until
 from wire import RawClient
 
 from smtpd_lite import SMTPServer
@@ -203,7 +203,7 @@ def test_serve_exits_0_on_sigterm_with_a_stuck_handler(tmp_path):
                                env=dict(os.environ, PYTHONPATH=ROOT),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert wait_until(lambda: _connects(port), 10)
+        wait_for_port(port, process)
         client = RawClient("127.0.0.1", port)
         client.reply()
         for line in ("EHLO x", "MAIL FROM:<a@example.com>", "RCPT TO:<b@example.com>", "DATA"):
@@ -218,14 +218,6 @@ def test_serve_exits_0_on_sigterm_with_a_stuck_handler(tmp_path):
         process.kill()
     assert process.returncode == 0
     assert process.stderr.read() == b""
-
-
-def _connects(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 # -- disconnects, threads, descriptors -----------------------------------------------

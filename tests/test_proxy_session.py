@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from processes import free_port
+from processes import free_port, wait_for_port
 from wire import RawClient
 
 from smtpd_lite import SMTPServer
@@ -169,15 +169,7 @@ def test_haproxy_send_proxy_v2_in_front_of_two_instances(tmp_path):
     process = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", front), timeout=1).close()
-                break
-            except OSError:
-                assert process.poll() is None, process.communicate()[0]
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+        wait_for_port(front, process)
         time.sleep(0.5)                             # several rounds of health checks
         # The "real client" connects from 127.0.0.5, a loopback address that
         # differs from HAProxy's own 127.0.0.1, so the forwarded address shows.

@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from processes import free_port
+from processes import free_port, wait_for_port
 
 from smtpd_lite import SMTPServer
 from smtpd_lite.server import parse_address
@@ -136,18 +136,6 @@ SERVE = (
     "    print('got', mailfrom, flush=True)\n"
     "smtpd_lite.serve(sys.argv[1], handler, appname='MyServerApp')\n"
     "print('returned', flush=True)\n")
-
-
-def wait_for_port(port, process, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("server did not start")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

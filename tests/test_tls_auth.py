@@ -6,14 +6,13 @@ import logging
 import os
 import shutil
 import smtplib
-import socket
 import ssl
 import subprocess
 import sys
 import time
 
 import pytest
-from processes import free_port
+from processes import free_port, wait_for_port
 from wire import RawClient
 
 import smtpd_lite
@@ -406,15 +405,7 @@ def cli_server(certificates, tmp_path):
              "--auth-file", str(auth_file), "--maildir", str(maildir)] + list(extra),
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         servers.append(process)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert process.poll() is None, process.communicate()
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+        wait_for_port(port, process)
         return port, maildir
 
     yield start
