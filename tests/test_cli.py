@@ -56,6 +56,24 @@ def test_print_is_the_default_and_exits_0_on_sigterm(cli):
     assert server.stop(signal.SIGTERM) == 0
 
 
+def test_no_arguments_prints_on_127_0_0_1_port_8025():
+    """The README's server command, exactly: no arguments, no install."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", 8025))
+        except OSError:
+            pytest.skip("port 8025 is in use on this machine")
+    server = ServerProcess(smtpd_lite_command())
+    try:
+        server.wait_listening(8025)
+        send(8025)
+        assert server.line() == "---------- MESSAGE FOLLOWS ----------"
+        assert server.line() == "X-Peer: 127.0.0.1"
+        assert server.stop(signal.SIGINT) == 0
+    finally:
+        server.close()
+
+
 def test_sink_accepts_and_prints_nothing(cli):
     server, port = cli("--sink")
     assert send(port) == {}
