@@ -610,3 +610,24 @@ def test_mail_and_rcpt_handlers_get_keyword_extras(connect):
     assert seen == [("mail", "me.example", {"SIZE": 5}, False),
                     ("mail", "me.example", {"SIZE": 7}, False),
                     ("rcpt", "me.example", None, {"SIZE": 7})]
+
+
+def test_subclass_adds_a_verb(mail):
+    """docs/examples/custom_verb.py shows this; tests/test_docs.py runs it."""
+    from smtpd_lite.session import SMTPSession
+
+    class Session(SMTPSession):
+        def smtp_XSTATUS(self, argument):
+            self.reply("250 2.0.0 status for %s" % argument)
+
+    server = SMTPServer(("127.0.0.1", 0), lambda *args: None, RequestHandlerClass=Session)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = RawClient(*server.server_address)
+        client.reply()
+        assert client.command("XSTATUS queue") == "250 2.0.0 status for queue"
+        assert client.command("HELP").split(": ")[1].split()[-1] == "XSTATUS"
+        client.close()
+    finally:
+        server.shutdown()
+        server.server_close()
