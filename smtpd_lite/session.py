@@ -860,7 +860,12 @@ def _shutdown_socket(sock: socket.socket, how: int) -> None:
 
 def _peer(client_address: Any) -> tuple[str, int]:
     if isinstance(client_address, tuple) and len(client_address) >= 2:
-        return (client_address[0], client_address[1])
+        host = client_address[0]
+        # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; show them
+        # (and count them per address) as the IPv4 clients they are.
+        if host.startswith("::ffff:") and "." in host:
+            host = host[7:]
+        return (host, client_address[1])
     return (str(client_address or "unix"), 0)   # Unix sockets have no peer address
 
 

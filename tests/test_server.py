@@ -161,3 +161,17 @@ def test_serve_stops_on_signal_and_exits_0(signum):
 def test_hostname_must_be_one_safe_word(hostname):
     with pytest.raises(ValueError, match="hostname"):
         SMTPServer(("127.0.0.1", 0), lambda *args: None, hostname=hostname)
+
+
+@pytest.mark.skipif(not socket.has_dualstack_ipv6(), reason="no dual-stack IPv6 here")
+def test_all_addresses_listener_shows_ipv4_clients_as_ipv4():
+    received = []
+    with SMTPServer(("", 0), lambda *args: received.append(args)) as server:
+        assert server.server_address[0] == "::"
+        run(server)
+        with smtplib.SMTP("127.0.0.1", server.server_address[1]) as smtp:
+            smtp.sendmail("a@example.com", ["b@example.com"], "x")
+        server.shutdown()
+    peer, _, _, data = received[0]
+    assert peer[0] == "127.0.0.1"
+    assert data.startswith(b"Received: from ") and b"([127.0.0.1])" in data.split(b"\r\n")[0]
