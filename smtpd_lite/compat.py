@@ -37,8 +37,6 @@ from .session import SMTPSession
 __all__ = ["SMTPServer", "DebuggingServer", "PureProxy", "loop", "socket_map"]
 
 DATA_SIZE_DEFAULT = 33554432
-NEWLINE = "\n"
-COMMASPACE = ", "
 
 #: A ``map`` of compat servers by file number, like ``asyncore.socket_map``.
 ServerMap = Dict[int, "SMTPServer"]
@@ -110,6 +108,7 @@ class SMTPServer:
         if enable_SMTPUTF8 and decode_data:
             raise ValueError("decode_data and enable_SMTPUTF8 cannot be set to True at the "
                              "same time")
+        # The stdlib's attribute names: ported subclasses read them.
         self._localaddr = localaddr
         self._remoteaddr = remoteaddr
         self.data_size_limit = data_size_limit
