@@ -173,16 +173,17 @@ class SMTPSession(socketserver.StreamRequestHandler):
         # has been acknowledged, so a 421 now loses nothing (the client
         # retries).  Busy means receiving message content or in the handler.
         with self._state_lock:
-            if self._stopping:
-                self.send_final(replies.SHUTTING_DOWN.format(hostname=self.hostname))
-                return
-            self._idle = True
+            stopping = self._stopping
+            self._idle = not stopping
+        if stopping:        # sent outside the lock: a stalled client must not hold it
+            self.send_final(replies.SHUTTING_DOWN.format(hostname=self.hostname))
+            return
         self.conn.start_deadline()
         try:
             raw = self.conn.read_line(AUTH_LINE_LIMIT)
         except LineTooLong as error:
-            auth_line = error.head[:5].upper() == b"AUTH "
-            self.protocol_error(replies.AUTH_LINE_TOO_LONG if auth_line else replies.LINE_TOO_LONG)
+            self.protocol_error(replies.AUTH_LINE_TOO_LONG if _is_auth(error.head)
+                                else replies.LINE_TOO_LONG)
             return
         finally:
             with self._state_lock:
@@ -191,7 +192,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             raise ClientGone("server shutting down")
         if self.trace:
             protocol_logger.debug("%s < %r", _format_peer(self.peer), _redact(raw))
-        if len(raw) > COMMAND_LINE_LIMIT and raw[:5].upper() != b"AUTH ":
+        if len(raw) > COMMAND_LINE_LIMIT and not _is_auth(raw):
             self.protocol_error(replies.LINE_TOO_LONG)
             return
         if not raw.endswith(b"\r\n"):
@@ -769,7 +770,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
         else:
             sink.seek(0)
             data = sink
-        queued = replies.QUEUED.format(queue_id=self.queue_id)
+        queue_id = self.queue_id        # the transaction is reset before we answer
+        queued = replies.QUEUED.format(queue_id=queue_id)
         extras = self.extras_for(self.server.handler_extras)
         rcpttos = self.rcpttos
         answers = len(rcpttos) if self.settings.lmtp else 1
@@ -786,8 +788,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         except replies.SMTPError as error:
             result = error
         except Exception:
-            logger.exception("message handler raised; answering 451 (queue id %s)",
-                             self.queue_id)
+            logger.exception("message handler raised; answering 451 (queue id %s)", queue_id)
             result = replies.LOCAL_ERROR
         finally:
             sink.close()
@@ -799,7 +800,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             overdue = self._answered_by_watchdog
         if overdue:
             logger.error("message handler returned %r after the client was told 451: "
-                         "possible duplicate (queue id %s)", result, self.queue_id)
+                         "possible duplicate (queue id %s)", result, queue_id)
             return
         if not self.settings.lmtp:
             self.reply(callbacks.result_reply(result, queued, "message handler"))
@@ -839,6 +840,11 @@ class _Cancelled(Exception):
 
 def _discard(data: bytes) -> None:
     pass
+
+
+def _is_auth(line: bytes) -> bool:
+    """An AUTH command line, which may be longer than others (RFC 4954 §4)."""
+    return line[:5].upper() == b"AUTH "
 
 
 def _redact(raw: bytes) -> bytes:

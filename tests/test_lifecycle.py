@@ -129,6 +129,8 @@ def test_handler_timeout_answers_451_while_others_deliver(caplog):
         assert 0.4 < time.monotonic() - started < 1.5
         assert slow.command("NOOP") == "250 2.0.0 Ok"       # after the handler returned
         assert wait_until(lambda: "possible duplicate" in caplog.text)
+    slow_queue_id = mail.messages[1].queue_id
+    assert "possible duplicate (queue id %s)" % slow_queue_id in caplog.text
     assert [m.mailfrom for m in mail.messages] == ["fast@example.com", "slow@example.com"]
 
 
