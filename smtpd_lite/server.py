@@ -195,6 +195,9 @@ class SMTPServer(socketserver.ThreadingTCPServer):
     def add_session(self, session: SMTPSession) -> None:
         with self._sessions_changed:
             self._sessions.add(session)
+            closing = self._closing
+        if closing:     # its thread started just before server_close(): 421 at once
+            session.stop()
 
     def admit(self, session: SMTPSession) -> bool:
         """Count ``session`` against its client address; False if over the limit."""
@@ -219,9 +222,10 @@ class SMTPServer(socketserver.ThreadingTCPServer):
     def server_close(self) -> None:
         """Close the listener and drain the sessions (design.md §5).
 
-        Idle sessions get ``421 4.3.2`` at once; sessions inside a transaction
-        may finish within ``shutdown_timeout`` (their 250 is still sent, then
-        421); whatever is left is then closed.  Never waits longer than that.
+        Sessions waiting for a command get ``421 4.3.2`` at once; sessions
+        receiving a message or inside the handler may finish within
+        ``shutdown_timeout`` (their 250 is still sent, then 421); whatever is
+        left is then closed.  Never waits longer than that.
         """
         with self._sessions_changed:
             self._closing = True
