@@ -59,7 +59,8 @@ OPTIONS = (
             "Seconds the message handler may run before the client gets 451 4.3.0 (the handler "
             "keeps running; a late result is logged as a possible duplicate). 0 means no limit."),
     _option("shutdown_timeout", "seconds", 30,
-            "Seconds server_close() lets sessions in a transaction finish before closing them."),
+            "Seconds server_close() lets sessions receiving a message or inside the handler "
+            "finish (their 250 is still sent) before closing them."),
     _option("max_errors", "count", 10,
             "Protocol errors before 421 4.7.0 and close. 0 means unlimited."),
     _option("bare_eol", "choice", "reject",
