@@ -1,4 +1,4 @@
-"""SMTPServer: listening, one thread per session, and :func:`serve`.
+"""SMTPServer: listening, a (reused) thread per session, and :func:`serve`.
 
 The usual socketserver life cycle applies: ``serve_forever()``,
 ``shutdown()``, ``server_close()``, and use as a context manager.
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Tuple, Union
 
 from . import callbacks, grammar, proxy, replies
 from . import options as options_table
+from .pool import ThreadPool
 from .session import SMTPSession
 from .watchdog import Watchdog
 from .workers import serve_workers
@@ -37,6 +38,8 @@ DEFAULT_PORT = 25
 # accept() failures that mean "out of resources": back off instead of spinning.
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _MAX_ACCEPT_BACKOFF = 1.0
+# How long server_close() waits for the threads of aborted sessions.
+_ABORT_GRACE = 0.1
 
 
 def parse_address(address: str | tuple[str, int | str]) -> tuple[str, int]:
@@ -74,9 +77,11 @@ class SMTPServer(socketserver.ThreadingTCPServer):
     a Unix socket.  ``options`` are those of :data:`smtpd_lite.options.OPTIONS`.
     """
 
-    daemon_threads = True
     allow_reuse_address = True
-    block_on_close = False
+    # Session threads are reused: at most this many wait for a connection,
+    # each for at most this many seconds.
+    spare_threads = 64
+    spare_thread_timeout = 60.0
 
     def __init__(self, server_address: Address, handler: callbacks.Handler, *,
                  appname: str = "smtpd", hostname: str = "",
@@ -101,6 +106,8 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         self.request_queue_size = self.settings.request_queue_size
         self.trusted_networks = proxy.parse_networks(self.settings.trusted_proxies)
         self.watchdog = Watchdog()
+        self._pool = ThreadPool("smtpd_lite session", self.spare_threads,
+                                self.spare_thread_timeout)
         self._sessions: set[SMTPSession] = set()
         self._connections = 0
         self._per_address: collections.Counter[str] = collections.Counter()
@@ -166,7 +173,7 @@ class SMTPServer(socketserver.ThreadingTCPServer):
             self.refuse(request, reply)
             return
         try:
-            super().process_request(request, client_address)
+            self._pool.submit(self.process_request_thread, request, client_address)
         except BaseException:       # no thread could be started
             self._release_connection()
             raise
@@ -243,6 +250,8 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         for session in left:
             logger.warning("closing session with %s after shutdown_timeout", session.peer)
             session.abort()
+        # Finished and spare threads exit at once; aborted ones get a moment.
+        self._pool.close(max(deadline - time.monotonic(), _ABORT_GRACE))
         self.watchdog.stop()
 
     def handle_error(self, request: Any, client_address: Any) -> None:

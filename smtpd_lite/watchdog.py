@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._cancelled = 0
+        self._wake_at = math.inf        # when the sleeping thread wakes by itself
 
     def watch(self, seconds: float, callback: Callable[[], object]) -> Entry:
         """Call ``callback()`` after ``seconds`` unless :meth:`cancel` is called first."""
@@ -46,9 +48,9 @@ class Watchdog:
                 self._thread = threading.Thread(target=self._run, name="smtpd_lite watchdog",
                                                 daemon=True)
                 self._thread.start()
-            elif self._heap[0] is entry:
-                # Only a new earliest deadline needs the thread awake; most
-                # messages come and go without waking it at all.
+            elif entry.deadline < self._wake_at:
+                # Only a deadline before the thread's next wake-up needs it
+                # awake; with one handler_timeout that is almost never.
                 self._changed.notify()
         return entry
 
@@ -82,19 +84,20 @@ class Watchdog:
                     self._heap.clear()
                     self._cancelled = 0
                     return
-                while self._heap and self._heap[0].callback is None:
-                    heapq.heappop(self._heap)
-                    self._cancelled -= 1
-                if not self._heap:
-                    self._changed.wait()
+                # Cancelled entries stay until their deadline: popping them
+                # early would leave the heap empty after each message, and
+                # every next message would have to wake this thread.
+                now = time.monotonic()
+                callback = None
+                while self._heap and self._heap[0].deadline <= now and callback is None:
+                    callback = heapq.heappop(self._heap).callback
+                    if callback is None:
+                        self._cancelled -= 1
+                if callback is None:
+                    self._wake_at = self._heap[0].deadline if self._heap else math.inf
+                    self._changed.wait(self._wake_at - now if self._heap else None)
                     continue
-                delay = self._heap[0].deadline - time.monotonic()
-                if delay > 0:
-                    self._changed.wait(delay)
-                    continue
-                callback = heapq.heappop(self._heap).callback
             try:
-                if callback is not None:
-                    callback()
+                callback()
             except Exception:
                 logger.exception("watchdog callback failed")
