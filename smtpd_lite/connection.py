@@ -70,9 +70,12 @@ class Connection:
         self._kernel_timeouts = _KERNEL_TIMEOUTS and not isinstance(sock, ssl.SSLSocket)
         self._receive_wait: float | None = None      # the SO_RCVTIMEO now set
         if self._kernel_timeouts:
-            sock.settimeout(None)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout))
-            self._set_receive_wait(timeout)
+            if sock.gettimeout() is not None:   # settimeout() is a GIL hand-off
+                sock.settimeout(None)
+            wait = _timeval(timeout)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, wait)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, wait)
+            self._receive_wait = timeout
 
     def _set_receive_wait(self, seconds: float) -> None:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))

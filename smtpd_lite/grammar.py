@@ -30,6 +30,9 @@ _QUOTED_STRING_UTF8 = re.compile(
     '"(?:[\\x20\\x21\\x23-\\x5b\\x5d-\\x7e%s]|\\\\[\\x20-\\x7e])*"' % _UTF8_NON_ASCII)
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _ASCII_DOMAIN = re.compile(r"(?:%s\.)*%s\Z" % (_LABEL, _LABEL))
+# Most paths are <dot-atom@ascii.domain>: one match instead of the full parse.
+_SIMPLE_PATH = re.compile(r"<(?P<mailbox>(?P<local>[%s]+(?:\.[%s]+)*)@(?:%s\.)*%s)>\Z"
+                          % (_ATEXT, _ATEXT, _LABEL, _LABEL))
 _SUB_DOMAIN_UTF8 = re.compile(
     "[A-Za-z0-9%s](?:[A-Za-z0-9%s-]*[A-Za-z0-9%s])?\\Z" % ((_UTF8_NON_ASCII,) * 3))
 _GENERAL_LITERAL = re.compile(r"([A-Za-z0-9-]*[A-Za-z0-9]):([\x21-\x5a\x5e-\x7e]+)\Z")
@@ -107,6 +110,8 @@ def split_path_argument(argument: str, keyword: str) -> tuple[str, str] | None:
 
 def _closing_bracket(text: str) -> int:
     """Index of the ``>`` closing a path, skipping quoted strings; -1 if none."""
+    if '"' not in text:
+        return text.find(">")
     quoted = escaped = False
     for index, char in enumerate(text):
         if escaped:
@@ -128,6 +133,16 @@ def parse_path(path: str, *, smtputf8: bool = False, allow_null: bool = False,
     is validated and dropped (RFC 5321 §4.1.2, §C); ``<Postmaster>`` is
     accepted when ``allow_postmaster`` (RCPT only).  Raises :class:`AddressError`.
     """
+    simple = _SIMPLE_PATH.match(path)
+    if simple is not None and len(path) <= MAX_PATH and \
+            simple.end("local") - 1 <= MAX_LOCAL_PART:
+        return simple.group("mailbox")
+    return _parse_path(path, smtputf8=smtputf8, allow_null=allow_null,
+                       allow_postmaster=allow_postmaster)
+
+
+def _parse_path(path: str, *, smtputf8: bool, allow_null: bool, allow_postmaster: bool) -> str:
+    """:func:`parse_path` for every path (the common case has a shortcut)."""
     if _CONTROL.search(path):
         raise AddressError("syntax")
     if path.startswith("<") and path.endswith(">"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
-import os
+import random
 import socket
 import socketserver
 import ssl
@@ -167,8 +167,11 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.reply(template.format(hostname=self.hostname, appname=self.server.appname))
 
     def handle_command(self) -> None:
-        """Read one command line and dispatch it through the verb table."""
-        self.conn.flush()
+        """Read one command line and dispatch it through the verb table.
+
+        Replies wait in the connection until it needs input from the
+        client, so the replies to pipelined commands leave together.
+        """
         # Between commands a session is idle, even with an envelope: nothing
         # has been acknowledged, so a 421 now loses nothing (the client
         # retries).  Busy means receiving message content or in the handler.
@@ -728,7 +731,9 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def new_message(self) -> IO[bytes]:
         """A sink for the next message, starting with the Received header."""
-        self.queue_id = queue_id = os.urandom(8).hex().upper()
+        # Unique, not secret: the random module needs no system call (and
+        # reseeds itself in forked workers).
+        self.queue_id = queue_id = "%016X" % random.getrandbits(64)
         settings = self.settings
         sink: IO[bytes]
         if settings.data_as_file:

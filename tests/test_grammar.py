@@ -228,3 +228,37 @@ def test_parse_parameters_raises_only_parameter_error(text):
         return
     for keyword, _ in parsed:
         assert keyword == keyword.upper()
+
+
+# Paths built mostly from the characters that matter to the shortcut for
+# <dot-atom@domain>: atext, dots, "@", brackets, quotes, and some others.
+_PATH_CHARS = st.sampled_from(list("abcXYZ09!#$%&'*+-/=?^_`{|}~.@<>[]\"\\: ") + ["é", "\x00"])
+
+
+def _near_limit(alphabet, limit):
+    """Text around ``limit`` characters long, most of it one repeated letter."""
+    return st.builds(lambda count, rest: "a" * count + rest, st.integers(limit - 8, limit + 2),
+                     st.text(st.sampled_from(alphabet), max_size=6))
+
+
+_LOCALS = st.one_of(st.text(_PATH_CHARS, min_size=1, max_size=20), _near_limit("b.!-", 64))
+_DOMAINS = st.one_of(st.text(st.sampled_from(list("ab-9.")), min_size=1, max_size=20),
+                     _near_limit("b-9.", 63),
+                     st.lists(st.integers(40, 63).map("b".__mul__), min_size=3, max_size=5)
+                     .map(".".join))
+
+
+@given(st.one_of(
+    st.text(_PATH_CHARS, max_size=80).map(lambda inner: "<" + inner + ">"),
+    st.builds(lambda local, domain: "<%s@%s>" % (local, domain), _LOCALS, _DOMAINS)))
+def test_the_shortcut_for_common_paths_agrees_with_the_full_parse(path):
+    for smtputf8 in (False, True):
+        rules = dict(smtputf8=smtputf8, allow_null=True, allow_postmaster=True)
+        try:
+            expected = grammar._parse_path(path, **rules)
+        except AddressError as error:
+            expected = error.reason
+        try:
+            assert grammar.parse_path(path, **rules) == expected
+        except AddressError as error:
+            assert error.reason == expected
