@@ -320,11 +320,14 @@ def _lite_cli_servers(python, probe):
     return servers
 
 
-def build_servers(lite_python, with_go=True):
+def build_servers(lite_python, with_go=True, wanted=("aiosmtpd", "stdlib", "smtp-sink"),
+                  with_smtp_source=True):
     """Set up what is missing (cached) and return (postfix tools, servers).
 
-    The postfix tools are None when smtp-source cannot be had; the servers
-    list always holds every server, the unavailable ones with a reason.
+    Only the peers in ``wanted`` are set up; Postfix is fetched for smtp-sink or
+    when ``with_smtp_source`` (the load generator of scenarios a-d).  The
+    postfix tools are None when smtp-source is not had; the servers list
+    always holds every server, the unavailable ones with a reason.
     """
     os.makedirs(CACHE_DIR, exist_ok=True)
     servers = []
@@ -332,11 +335,15 @@ def build_servers(lite_python, with_go=True):
     servers += _lite_api_servers(lite_python, probe)
     servers += _lite_cli_servers(lite_python, probe)
 
+    python311, python311_error = None, "not requested"
+    if "aiosmtpd" in wanted or "stdlib" in wanted:
+        try:
+            python311 = find_python311()
+        except Unavailable as error:
+            python311_error = str(error)
     try:
-        python311 = find_python311()
-    except Unavailable as error:
-        python311, python311_error = None, str(error)
-    try:
+        if "aiosmtpd" not in wanted:
+            raise Unavailable("not requested")
         if python311 is None:
             raise Unavailable(python311_error)
         aiosmtpd_python = setup_aiosmtpd_venv(python311)
@@ -348,7 +355,7 @@ def build_servers(lite_python, with_go=True):
     except Unavailable as error:
         servers.append(Server("aiosmtpd", "aiosmtpd", reason=str(error)))
 
-    if python311:
+    if python311 and "stdlib" in wanted:
         stdlib_sink = os.path.join(SINKS_DIR, "stdlib_smtpd_sink.py")
         servers.append(Server("stdlib", "stdlib smtpd (3.11)",
                               lambda host, port: [python311, "-W", "ignore", stdlib_sink,
@@ -358,7 +365,11 @@ def build_servers(lite_python, with_go=True):
 
     tools = None
     try:
+        if "smtp-sink" not in wanted and not with_smtp_source:
+            raise Unavailable("not requested")
         tools = setup_postfix()
+        if "smtp-sink" not in wanted:
+            raise Unavailable("not requested")
         if not tools.smtp_sink:
             raise Unavailable("no smtp-sink next to smtp-source")
         run_as = ["-u", "nobody"] if os.geteuid() == 0 else []  # refuses to run as root

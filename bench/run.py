@@ -201,15 +201,16 @@ def main(argv=None):
     fd_limit = raise_fd_limit()
     started = time.monotonic()
 
-    tools, servers = peers.build_servers(args.python, with_go=not args.no_go
-                                         and "go" in args.servers)
+    tools, servers = peers.build_servers(
+        args.python, with_go=not args.no_go and "go" in args.servers, wanted=args.servers,
+        with_smtp_source=any(scenario in "abcd" for scenario in args.scenarios))
     servers.sort(key=lambda server: SERVER_ORDER.index(server.key))
     for server in servers:
         state = "ready" if server.available else "skipped: " + server.reason
         print("[setup] %-28s %s" % (server.label, state), file=sys.stderr)
     if args.setup_only:
         return 0
-    if tools is None:
+    if tools is None and any(scenario in "abcd" for scenario in args.scenarios):
         print("[setup] smtp-source unavailable: scenarios a-d will be skipped", file=sys.stderr)
     if "idle" in args.scenarios and fd_limit < 2 * params["idle"]["connections"] + 64:
         print("[setup] warning: open-file limit %d is low for the idle scenario" % fd_limit,
