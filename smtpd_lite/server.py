@@ -184,6 +184,12 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         finally:
             self._release_connection()
 
+    def shutdown_request(self, request: Any) -> None:
+        # socketserver shuts down before closing because makefile() objects
+        # keep the descriptor open; sessions use none, so close() alone sends
+        # the FIN, and saves a system call (a GIL hand-off) per connection.
+        self.close_request(request)
+
     def _release_connection(self) -> None:
         with self._sessions_changed:
             self._connections -= 1

@@ -444,6 +444,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
     def _parameters(self, text: str, checkers: dict[str, Callable[[str | None], Any]],
                     offered: set[str]) -> dict[str, Any] | None:
         """Decoded ESMTP parameters, or None after answering the error."""
+        if not text:
+            return {}
         smtputf8 = self.smtputf8 or "SMTPUTF8" in text.upper().split()
         try:
             parsed = grammar.parse_parameters(text, smtputf8=smtputf8)

@@ -14,24 +14,28 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Tuple
 
 
-@dataclass(order=True)
 class Entry:
     """One watched deadline; ``callback`` is None once cancelled."""
 
-    deadline: float
-    order: int
-    callback: Callable[[], object] | None = field(compare=False)
+    __slots__ = ("deadline", "callback")
+
+    def __init__(self, deadline: float, callback: Callable[[], object]) -> None:
+        self.deadline = deadline
+        self.callback: Callable[[], object] | None = callback
+
+
+# Heap items: (deadline, tie-breaker, entry), so the heap compares in C.
+_Item = Tuple[float, int, Entry]
 
 logger = logging.getLogger("smtpd_lite")
 
 
 class Watchdog:
     def __init__(self) -> None:
-        self._heap: list[Entry] = []
+        self._heap: list[_Item] = []
         self._order = itertools.count()
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -41,9 +45,9 @@ class Watchdog:
 
     def watch(self, seconds: float, callback: Callable[[], object]) -> Entry:
         """Call ``callback()`` after ``seconds`` unless :meth:`cancel` is called first."""
-        entry = Entry(time.monotonic() + seconds, next(self._order), callback)
+        entry = Entry(time.monotonic() + seconds, callback)
         with self._changed:
-            heapq.heappush(self._heap, entry)
+            heapq.heappush(self._heap, (entry.deadline, next(self._order), entry))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="smtpd_lite watchdog",
                                                 daemon=True)
@@ -63,7 +67,7 @@ class Watchdog:
             # Cancelled entries wait in the heap for their deadline; keep them
             # from outnumbering the live ones (a busy server cancels thousands).
             if self._cancelled > 64 and 2 * self._cancelled > len(self._heap):
-                self._heap = [live for live in self._heap if live.callback is not None]
+                self._heap = [item for item in self._heap if item[2].callback is not None]
                 heapq.heapify(self._heap)
                 self._cancelled = 0
 
@@ -89,12 +93,12 @@ class Watchdog:
                 # every next message would have to wake this thread.
                 now = time.monotonic()
                 callback = None
-                while self._heap and self._heap[0].deadline <= now and callback is None:
-                    callback = heapq.heappop(self._heap).callback
+                while self._heap and self._heap[0][0] <= now and callback is None:
+                    callback = heapq.heappop(self._heap)[2].callback
                     if callback is None:
                         self._cancelled -= 1
                 if callback is None:
-                    self._wake_at = self._heap[0].deadline if self._heap else math.inf
+                    self._wake_at = self._heap[0][0] if self._heap else math.inf
                     self._changed.wait(self._wake_at - now if self._heap else None)
                     continue
             try:
