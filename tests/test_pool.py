@@ -106,3 +106,12 @@ def test_close_gives_up_on_a_stuck_task():
     assert time.monotonic() - started < 2
     release.set()
     assert wait_until(lambda: not _pool_threads(pool), 5)
+
+
+def test_no_spares_means_a_new_thread_per_task():
+    pool = ThreadPool("test pool no spares", max_spare=0, spare_timeout=30)
+    for _ in range(3):
+        _run_and_wait(pool)
+        # The thread exits after its task instead of waiting for another.
+        assert wait_until(lambda: not _pool_threads(pool), 5)
+        assert pool._spare == 0
