@@ -10,21 +10,27 @@ import os
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def _stat_fields(pid):
+    """/proc/PID/stat from field 3 (state) on, or None if the process is gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as stat_file:
+            stat = stat_file.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split
+    # after the last ')'.
+    return stat[stat.rindex(b")") + 2:].split()
+
+
 def _children_map():
     """Map each live PID to the PIDs whose parent it is."""
     children = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open("/proc/%s/stat" % entry, "rb") as stat_file:
-                stat = stat_file.read()
-        except OSError:
-            continue
-        # The command name (field 2) may hold spaces and parentheses: split
-        # after the last ')'.
-        fields = stat[stat.rindex(b")") + 2:].split()
-        children.setdefault(int(fields[1]), []).append(int(entry))
+        fields = _stat_fields(int(entry))
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry))
     return children
 
 
@@ -85,12 +91,9 @@ def cpu_seconds(root_pid):
     """
     total_ticks = 0
     for pid in process_tree(root_pid):
-        try:
-            with open("/proc/%d/stat" % pid, "rb") as stat_file:
-                stat = stat_file.read()
-        except OSError:
+        fields = _stat_fields(pid)
+        if fields is None:
             continue
-        fields = stat[stat.rindex(b")") + 2:].split()
         # Fields 14-17 of stat(5) (utime, stime, cutime, cstime) sit at
         # positions 11-14 once pid and comm are dropped.
         total_ticks += sum(int(value) for value in fields[11:15])

@@ -72,10 +72,8 @@ class Connection:
         if self._kernel_timeouts:
             if sock.gettimeout() is not None:   # settimeout() is a GIL hand-off
                 sock.settimeout(None)
-            wait = _timeval(timeout)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, wait)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, wait)
-            self._receive_wait = timeout
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout))
+            self._set_receive_wait(timeout)
 
     def _set_receive_wait(self, seconds: float) -> None:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))

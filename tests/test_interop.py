@@ -596,18 +596,28 @@ def numbered(count, address=RECIPIENT):
 SMTP_SOURCE_DATA = TEXT_CRLF + b"\r\n"
 
 
-@pytest.mark.parametrize("connections", ["one per message", "reused (-d)"])
-def test_smtp_source_load_every_message_accounted_for(smtp_source, tmp_path, connections):
-    messages, sessions = 500, 20
-    with capture(received_header=False) as mail:
-        result = smtp_source.run(*(["-d"] if connections == "reused (-d)" else []),
-                                 "-m", messages, "-s", sessions, "-N",
+def _smtp_source_delivers(smtp_source, tmp_path, messages, options, *arguments):
+    """Run smtp-source (numbered recipients) against a fresh server; return what arrived.
+
+    Exactly ``messages`` must arrive, and no more shortly after.
+    """
+    with capture(received_header=False, **options) as mail:
+        result = smtp_source.run(*arguments, "-m", messages, "-N",
                                  "-F", write(tmp_path, "m", TEXT), "-M", "client.example",
                                  "-f", SENDER, "-t", RECIPIENT, "127.0.0.1:%d" % mail.port)
         assert result.returncode == 0, result
         received = mail.wait_for(messages, timeout=30)
         time.sleep(0.2)
         assert len(mail.messages) == messages
+    return received
+
+
+@pytest.mark.parametrize("connections", ["one per message", "reused (-d)"])
+def test_smtp_source_load_every_message_accounted_for(smtp_source, tmp_path, connections):
+    messages, sessions = 500, 20
+    received = _smtp_source_delivers(smtp_source, tmp_path, messages, {},
+                                     *(["-d"] if connections == "reused (-d)" else []),
+                                     "-s", sessions)
     assert sorted(recipient for message in received for recipient in message.rcpttos) == \
         sorted(numbered(messages))
     assert all(len(message.rcpttos) == 1 for message in received)
@@ -625,14 +635,8 @@ def test_smtp_source_load_every_message_accounted_for(smtp_source, tmp_path, con
 
 def test_smtp_source_lmtp_several_recipients(smtp_source, tmp_path):
     messages, recipients = 100, 3
-    with capture(lmtp=True, received_header=False) as mail:
-        result = smtp_source.run("-L", "-d", "-m", messages, "-s", 10, "-r", recipients, "-N",
-                                 "-F", write(tmp_path, "m", TEXT), "-M", "client.example",
-                                 "-f", SENDER, "-t", RECIPIENT, "127.0.0.1:%d" % mail.port)
-        assert result.returncode == 0, result
-        received = mail.wait_for(messages, timeout=30)
-        time.sleep(0.2)
-        assert len(mail.messages) == messages
+    received = _smtp_source_delivers(smtp_source, tmp_path, messages, {"lmtp": True},
+                                     "-L", "-d", "-s", 10, "-r", recipients)
     assert all(len(message.rcpttos) == recipients for message in received)
     assert sorted(recipient for message in received for recipient in message.rcpttos) == \
         sorted(numbered(messages * recipients))
