@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Tuple, Union
 from . import callbacks, grammar, proxy, replies
 from . import options as options_table
 from .pool import ThreadPool
-from .session import SMTPSession
+from .session import SMTPSession, peer_address
 from .watchdog import Watchdog
 from .workers import serve_workers
 
@@ -161,15 +161,10 @@ class SMTPServer(socketserver.ThreadingTCPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Start a session thread, or answer 421 at once when full or closing."""
-        limit = self.settings.max_connections
-        with self._sessions_changed:
-            refused = self._closing or (limit and self._connections >= limit)
-            if not refused:
-                self._connections += 1
-        if refused:
-            reply = replies.SHUTTING_DOWN if self._closing else replies.TOO_MANY_CONNECTIONS
-            logger.warning("refusing %s: %s", client_address,
-                           "shutting down" if self._closing else "too many connections")
+        refusal = self._take_slot(client_address)
+        if refusal is not None:
+            reply, reason = refusal
+            logger.warning("refusing %s: %s", client_address, reason)
             self.refuse(request, reply)
             return
         try:
@@ -177,6 +172,24 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         except BaseException:       # no thread could be started
             self._release_connection()
             raise
+
+    def _take_slot(self, client_address: Any) -> tuple[str, str] | None:
+        """Count a new connection; or (reply, reason) to refuse it without a thread."""
+        limit = self.settings.max_connections
+        per_address = self.settings.max_connections_per_ip
+        with self._sessions_changed:
+            if self._closing:
+                return replies.SHUTTING_DOWN, "shutting down"
+            if limit and self._connections >= limit:
+                return replies.TOO_MANY_CONNECTIONS, "too many connections"
+            # Sessions count themselves per address (admit()).  Behind a
+            # PROXY-protocol balancer the client is only known from the
+            # header, so there the session's own check is the only one.
+            if per_address and not self.settings.proxy_protocol and \
+                    self._per_address[peer_address(client_address)[0]] >= per_address:
+                return replies.TOO_MANY_CONNECTIONS, "too many connections from this address"
+            self._connections += 1
+        return None
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:

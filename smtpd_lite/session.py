@@ -52,7 +52,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn = Connection(sock, self.settings.timeout)
-        self.peer = _peer(self.client_address)
+        self.peer = peer_address(self.client_address)
         self.trace = self.settings.log_protocol and protocol_logger.isEnabledFor(logging.DEBUG)
         self.closing = False
         self.errors = 0
@@ -871,7 +871,8 @@ def _shutdown_socket(sock: socket.socket, how: int) -> None:
         pass
 
 
-def _peer(client_address: Any) -> tuple[str, int]:
+def peer_address(client_address: Any) -> tuple[str, int]:
+    """The ``peer`` callbacks see, from socketserver's ``client_address``."""
     if isinstance(client_address, tuple) and len(client_address) >= 2:
         host = client_address[0]
         # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; show them

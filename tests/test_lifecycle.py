@@ -13,6 +13,7 @@ from processes import wait_for_port, wait_until
 from wire import RawClient
 
 from smtpd_lite import SMTPServer
+from smtpd_lite.session import SMTPSession
 from smtpd_lite.testing import capture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +47,27 @@ def test_connection_limit(option):
             assert client.command("NOOP") == "250 2.0.0 Ok"
         clients.pop().command("QUIT")
         assert wait_until(lambda: greeted(mail)[1].startswith("220 "))
+
+
+def test_per_address_refusals_start_no_session():
+    """A client over max_connections_per_ip hears 421 from the accept loop, not a thread."""
+    sessions = []
+
+    class CountedSession(SMTPSession):
+        def setup(self):
+            sessions.append(self.client_address)
+            super().setup()
+
+    with capture(max_connections_per_ip=2, RequestHandlerClass=CountedSession) as mail:
+        held = [greeted(mail)[0] for _ in range(2)]
+        for _ in range(20):
+            extra, reply = greeted(mail)
+            assert reply == "421 4.7.0 %s Error: too many connections" % mail.server.hostname
+            assert extra.closed()
+        assert len(sessions) == 2
+        held.pop().command("QUIT")
+        assert wait_until(lambda: greeted(mail)[1].startswith("220 "))
+        assert len(sessions) == 3
 
 
 # -- deadlines ---------------------------------------------------------------------
