@@ -7,6 +7,7 @@ them.  The docs' option table is generated from the same rows.
 
 from __future__ import annotations
 
+import os
 import ssl
 from typing import Any, Iterable, Mapping, NamedTuple
 
@@ -46,6 +47,10 @@ OPTIONS = (
             "Simultaneous sessions from one client address; more get 421 4.7.0. 0 means off."),
     _option("request_queue_size", "count", 1024,
             "Listen backlog (socketserver's name; its default of 5 fails under load)."),
+    _option("pin_cpu", "bool", False,
+            "Run the server's threads on one CPU core (Linux; each worker on its own core): "
+            "they take turns at one GIL, and handing it between cores costs more than a "
+            "second core gives."),
     _option("max_line_length", "size", 1000,
             "Longest message line in octets including CRLF (RFC 5321 minimum); longer lines "
             "get 500 5.5.2 after end-of-data. 0 means unlimited."),
@@ -127,6 +132,7 @@ class Settings:
     max_connections: int
     max_connections_per_ip: int
     request_queue_size: int
+    pin_cpu: bool
     max_line_length: int
     timeout: float
     min_data_rate: int
@@ -177,6 +183,8 @@ def resolve(options: Mapping[str, Any]) -> Settings:
     for name, needed in _NEEDS:
         if values[name] and not values[needed]:
             raise ValueError("%s needs %s" % (name, needed))
+    if values["pin_cpu"] and not hasattr(os, "sched_setaffinity"):
+        raise ValueError("pin_cpu needs os.sched_setaffinity (Linux)")
     if values["auth_handler"] is not None and not values["auth_mechanisms"]:
         raise ValueError("auth_mechanisms is empty, so AUTH could never succeed")
     return Settings(**values)

@@ -82,6 +82,9 @@ class SMTPServer(socketserver.ThreadingTCPServer):
     # each for at most this many seconds.
     spare_threads = 64
     spare_thread_timeout = 60.0
+    # Set in each pre-forked worker (serve(workers=N)); with pin_cpu, worker
+    # number i takes the i-th core it may run on.
+    worker_index: int | None = None
 
     def __init__(self, server_address: Address, handler: callbacks.Handler, *,
                  appname: str = "smtpd", hostname: str = "",
@@ -132,7 +135,18 @@ class SMTPServer(socketserver.ThreadingTCPServer):
 
     def serve_forever(self, poll_interval: float = 0.1) -> None:
         # socketserver's 0.5 s makes every shutdown() wait that long.
-        super().serve_forever(poll_interval)
+        if not self.settings.pin_cpu:
+            super().serve_forever(poll_interval)
+            return
+        # A thread starts with the CPU mask of the thread that starts it, so
+        # pinning this (accepting) thread pins every session thread too, and
+        # no thread of the application around the server.
+        previous = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {_core_to_pin(previous, self.worker_index)})
+        try:
+            super().serve_forever(poll_interval)
+        finally:
+            os.sched_setaffinity(0, previous)
 
     def server_bind(self) -> None:
         if self.address_family == socket.AF_UNIX:
@@ -278,6 +292,24 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         logger.exception("unexpected error in session with %s", client_address)
 
 
+def _core_to_pin(allowed: set[int], worker_index: int | None) -> int:
+    """Worker i takes the i-th allowed core; a single process keeps the one it is on."""
+    cores = sorted(allowed)
+    if worker_index is not None:
+        return cores[worker_index % len(cores)]
+    current = _current_core()
+    return current if current in allowed else cores[0]
+
+
+def _current_core() -> int | None:
+    """The core this thread is running on (Linux: /proc, field 39 of stat)."""
+    try:
+        with open("/proc/thread-self/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[36])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _remove_stale_socket(path: Any) -> None:
     try:
         if stat.S_ISSOCK(os.stat(path).st_mode):
@@ -303,13 +335,15 @@ def serve(addr: Address, handler: callbacks.Handler, appname: str = "smtpd",
     with SMTPServer(address, handler, appname=appname, hostname=hostname, **options) as server:
         logger.info("smtpd_lite listening on %s", server.server_address)
         if workers > 1:
-            serve_workers(server.socket, workers, lambda listener: _run_worker(server))
+            serve_workers(server.socket, workers,
+                          lambda listener, index: _run_worker(server, index))
         else:
             run_until_signalled(server)
 
 
-def _run_worker(server: SMTPServer) -> None:
+def _run_worker(server: SMTPServer, index: int) -> None:
     """A forked child: serve, then drain (the parent's ``with`` does not run here)."""
+    server.worker_index = index
     run_until_signalled(server)
     server.server_close()
 

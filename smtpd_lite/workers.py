@@ -25,8 +25,12 @@ _QUICK_DEATH = 1.0
 _RESTART_PAUSE = 1.0
 
 
-def serve_workers(listener: socket, count: int, run_child: Callable[[socket], object]) -> None:
-    """Fork ``count`` children running ``run_child(listener)``; supervise them.
+def serve_workers(listener: socket, count: int,
+                  run_child: Callable[[socket, int], object]) -> None:
+    """Fork ``count`` children running ``run_child(listener, index)``; supervise them.
+
+    ``index`` numbers the children from 0; a replacement takes over the
+    number of the child it replaces.
 
     Returns when all children have exited after SIGTERM/SIGINT.
     """
@@ -34,7 +38,7 @@ def serve_workers(listener: socket, count: int, run_child: Callable[[socket], ob
         raise OSError("workers need os.fork (POSIX)")
     listener.setblocking(False)         # children race for accept(); losers move on
     stopping: list[int] = []
-    children: dict[int, float] = {}
+    children: dict[int, tuple[float, int]] = {}     # pid: (started, index)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         # waitpid() resumes after a handler (PEP 475), so pass the signal on here.
@@ -45,21 +49,22 @@ def serve_workers(listener: socket, count: int, run_child: Callable[[socket], ob
     previous: dict[int, Any] = {signum: signal.signal(signum, stop)
                                 for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        for _ in range(count):
-            _start_child(children, listener, run_child, previous)
+        for index in range(count):
+            _start_child(children, index, listener, run_child, previous)
         while children:
             try:
                 pid, status = os.waitpid(-1, 0)
             except ChildProcessError:
                 break
-            started = children.pop(pid, None)
-            if started is None or stopping:
+            child = children.pop(pid, None)
+            if child is None or stopping:
                 continue
+            started, index = child
             logger.error("worker %d exited (%s); starting another", pid, _describe(status))
             if time.monotonic() - started < _QUICK_DEATH:
                 time.sleep(_RESTART_PAUSE)
             if not stopping:
-                _start_child(children, listener, run_child, previous)
+                _start_child(children, index, listener, run_child, previous)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -67,18 +72,18 @@ def serve_workers(listener: socket, count: int, run_child: Callable[[socket], ob
             _signal(pid, signal.SIGTERM)
 
 
-def _start_child(children: dict[int, float], listener: socket,
-                 run_child: Callable[[socket], object], previous: dict[int, Any]) -> None:
+def _start_child(children: dict[int, tuple[float, int]], index: int, listener: socket,
+                 run_child: Callable[[socket, int], object], previous: dict[int, Any]) -> None:
     pid = os.fork()
     if pid:
-        children[pid] = time.monotonic()
+        children[pid] = (time.monotonic(), index)
         return
     # In the child: default signal handling until its own server installs one.
     for signum, handler in previous.items():
         signal.signal(signum, handler)
     status = 1
     try:
-        run_child(listener)
+        run_child(listener, index)
         status = 0
     except BaseException:
         logger.exception("worker %d failed", os.getpid())

@@ -70,6 +70,31 @@ def test_per_address_refusals_start_no_session():
         assert len(sessions) == 3
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity")
+def test_pin_cpu_runs_the_sessions_on_one_core_and_leaves_other_threads_alone():
+    allowed = os.sched_getaffinity(0)
+    in_handler, after_serving = [], []
+    server = SMTPServer(("127.0.0.1", 0), lambda *args: in_handler.append(
+        os.sched_getaffinity(0)), pin_cpu=True)
+
+    def serve():
+        server.serve_forever()
+        after_serving.append(os.sched_getaffinity(0))
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with smtplib.SMTP(*server.server_address, timeout=5) as smtp:
+            smtp.sendmail("a@example.com", ["b@example.com"], "x")
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+    assert len(in_handler[0]) == 1 and in_handler[0] <= allowed
+    assert after_serving == [allowed]       # the serving thread gets its mask back
+    assert os.sched_getaffinity(0) == allowed
+
+
 # -- deadlines ---------------------------------------------------------------------
 
 def test_idle_timeout():

@@ -93,3 +93,52 @@ def test_cli_workers_flag(tmp_path):
     finally:
         process.kill()
     assert process.returncode == 0
+
+
+PINNED = (
+    "import os, sys, smtpd_lite\n"
+    "log = sys.argv[2]\n"
+    "def handler(peer, mailfrom, rcpttos, data):\n"
+    "    with open(log, 'a') as out:\n"
+    "        out.write('%d %s\\n' % (os.getpid(), ','.join(map(str, os.sched_getaffinity(0)))))\n"
+    "smtpd_lite.serve(sys.argv[1], handler, workers=2, pin_cpu=True)\n")
+
+
+@pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda pid: ())(0)) < 2,
+                    reason="needs two cores and os.sched_getaffinity")
+def test_pinned_workers_take_one_core_each_and_a_replacement_takes_its_core(tmp_path):
+    port = free_port()
+    log = tmp_path / "deliveries"
+    process = subprocess.Popen([sys.executable, "-c", PINNED, "127.0.0.1:%d" % port, str(log)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def cores_by_worker():
+        cores = {}
+        for line in _lines(log):
+            pid, mask = line.split()
+            cores.setdefault(int(pid), set()).add(mask)
+        return cores
+
+    try:
+        assert wait_until(lambda: len(_children(process.pid)) == 2)
+        first = _children(process.pid)
+        assert wait_until(lambda: _send_many(port, 10, "r") or
+                          set(cores_by_worker()) == set(first), 20)
+        cores = cores_by_worker()
+        assert all(len(masks) == 1 and "," not in next(iter(masks)) for masks in cores.values())
+        assert cores[first[0]] != cores[first[1]]       # one core each
+
+        # The second worker forked (the higher pid) has number 1: a replacement
+        # numbered afresh (2) would land on the first core instead.
+        os.kill(first[1], signal.SIGKILL)
+        assert wait_until(lambda: len(_children(process.pid)) == 2 and
+                          first[1] not in _children(process.pid))
+        replacement = (set(_children(process.pid)) - set(first)).pop()
+        assert wait_until(lambda: _send_many(port, 10, "s") or
+                          replacement in cores_by_worker(), 20)
+        assert cores_by_worker()[replacement] == cores[first[1]]
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+    finally:
+        process.kill()
+    assert process.returncode == 0
