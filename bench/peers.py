@@ -184,6 +184,7 @@ API_OPTIONS_TO_PROBE = {
     "max_size": 0,
     "data_as_file": True,
     "spool_threshold": 1048576,
+    "pin_cpu": True,
 }
 
 
@@ -261,6 +262,7 @@ def _lite_api_servers(python, probe):
     if "error" in api:
         reason = api["error"]
         return [Server("lite", "smtpd_lite", reason=reason),
+                Server("lite-pin", "smtpd_lite pin_cpu", reason=reason),
                 Server("lite-spool", "smtpd_lite data_as_file", reason=reason)]
     supported = {name for name, state in api["options"].items() if state == "ok"}
     sink = os.path.join(SINKS_DIR, "smtpd_lite_sink.py")
@@ -280,6 +282,12 @@ def _lite_api_servers(python, probe):
             % (api["version"], ", ".join(missing))) if missing else ""
     servers = [Server("lite", "smtpd_lite", launcher(base), smtpd_lite_env(), REPO_DIR,
                       note=note)]
+    if "pin_cpu" in supported:
+        servers.append(Server("lite-pin", "smtpd_lite pin_cpu", launcher(dict(base, pin_cpu=True)),
+                              smtpd_lite_env(), REPO_DIR))
+    else:
+        servers.append(Server("lite-pin", "smtpd_lite pin_cpu",
+                              reason="SMTPServer has no pin_cpu yet"))
     if {"data_as_file", "spool_threshold"} <= supported:
         spool = dict(base, data_as_file=True, spool_threshold=1048576)
         servers.append(Server("lite-spool", "smtpd_lite data_as_file", launcher(spool),

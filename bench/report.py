@@ -212,6 +212,13 @@ def evaluate_targets(summary, servers):
         ratio_row("50 MB: %s time ≤ 0.5× aiosmtpd" % label, "big", key, "seconds", 0.5, False)
         _absolute_row(rows, "50 MB: %s (peak − idle RSS) ÷ size ≤ 1.5" % label,
                       value("big", key, "mem_ratio"), 1.5, not_measured(key, "big"))
+    # The same throughput targets with the one option that changes throughput.
+    for scenario in ("a", "b", "c"):
+        ratio_row("%s: smtpd_lite pin_cpu msg/s ≥ 2.0× aiosmtpd" % scenario,
+                  scenario, "lite-pin", "msg_per_s", 2.0, True)
+    ratio_row("d: smtpd_lite pin_cpu msg/s ≥ 3.0× aiosmtpd, no errors or timeouts",
+              "d", "lite-pin", "msg_per_s", 3.0, True, extra_ok=clean("d", "lite-pin"),
+              extra_text="" if clean("d", "lite-pin") else ", with errors")
     _absolute_row(rows, "50 MB: smtpd_lite data_as_file (peak − idle RSS) ÷ size ≤ 0.2",
                   value("big", "lite-spool", "mem_ratio"), 0.2,
                   not_measured("lite-spool", "big"))

@@ -61,10 +61,11 @@ PARAMS = {
 }
 
 SCENARIO_ORDER = ["a", "b", "c", "d", "big", "idle", "py"]
-# Column order; "lite-w2" only runs scenario c, "lite-spool" only the big message.
-SERVER_ORDER = ["lite", "lite-spool", "lite-cli", "lite-w2", "aiosmtpd", "stdlib",
+# Column order; "lite-w2" only runs scenario c, "lite-spool" only the big message,
+# "lite-pin" the throughput scenarios.
+SERVER_ORDER = ["lite", "lite-pin", "lite-spool", "lite-cli", "lite-w2", "aiosmtpd", "stdlib",
                 "smtp-sink", "go"]
-ONLY_IN = {"lite-w2": {"c"}, "lite-spool": {"big"}}
+ONLY_IN = {"lite-w2": {"c"}, "lite-spool": {"big"}, "lite-pin": {"a", "b", "c", "d"}}
 README = os.path.join(peers.BENCH_DIR, "README.md")
 KEEP_LOG_RUNS = 10       # server logs of older runs are deleted
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
