@@ -134,7 +134,11 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         super().__init__(bound, RequestHandlerClass, bind_and_activate)  # type: ignore[arg-type]
 
     def serve_forever(self, poll_interval: float = 0.1) -> None:
-        # socketserver's 0.5 s makes every shutdown() wait that long.
+        """Accept connections until :meth:`shutdown`; with ``pin_cpu``, on one core.
+
+        The poll interval is shorter than socketserver's 0.5 s, which every
+        ``shutdown()`` would wait out.
+        """
         if not self.settings.pin_cpu:
             super().serve_forever(poll_interval)
             return
