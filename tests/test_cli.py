@@ -81,6 +81,28 @@ def test_sink_accepts_and_prints_nothing(cli):
     assert server.output() == ""
 
 
+def _cores_of_threads(pid):
+    masks = []
+    for task in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/status" % (pid, task)) as status:
+            masks += [line.split()[1] for line in status if line.startswith("Cpus_allowed_list")]
+    return masks
+
+
+@pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda pid: ())(0)) < 2,
+                    reason="needs two cores and os.sched_getaffinity")
+def test_pin_cpu_flag_puts_the_serving_threads_on_one_core(cli):
+    server, port = cli("--sink", "--pin-cpu")
+    with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:     # a session thread is alive
+        smtp.noop()
+        masks = _cores_of_threads(server.process.pid)
+    single = [mask for mask in masks if mask.isdigit()]
+    # The main thread waits for signals unpinned; accept and session threads are pinned.
+    assert len(single) >= 2 and len(set(single)) == 1
+    assert len(single) < len(masks)
+    assert server.stop() == 0
+
+
 # -- the stdlib form ----------------------------------------------------------------
 
 
