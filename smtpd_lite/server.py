@@ -84,7 +84,7 @@ class SMTPServer(socketserver.ThreadingTCPServer):
     spare_thread_timeout = 60.0
     # Set in each pre-forked worker (serve(workers=N)); with pin_cpu, worker
     # number i takes the i-th core it may run on.
-    worker_index: int | None = None
+    _worker_index: int | None = None
 
     def __init__(self, server_address: Address, handler: callbacks.Handler, *,
                  appname: str = "smtpd", hostname: str = "",
@@ -146,7 +146,7 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         # pinning this (accepting) thread pins every session thread too, and
         # no thread of the application around the server.
         previous = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, {_core_to_pin(previous, self.worker_index)})
+        os.sched_setaffinity(0, {_core_to_pin(previous, self._worker_index)})
         try:
             super().serve_forever(poll_interval)
         finally:
@@ -347,7 +347,7 @@ def serve(addr: Address, handler: callbacks.Handler, appname: str = "smtpd",
 
 def _run_worker(server: SMTPServer, index: int) -> None:
     """A forked child: serve, then drain (the parent's ``with`` does not run here)."""
-    server.worker_index = index
+    server._worker_index = index
     run_until_signalled(server)
     server.server_close()
 
