@@ -226,12 +226,17 @@ class SMTPServer(socketserver.ThreadingTCPServer):
             self._connections -= 1
 
     def refuse(self, request: socket.socket, reply: str) -> None:
-        """Send one reply without blocking, then close (no thread needed)."""
-        try:
-            request.setblocking(False)
-            request.send(reply.format(hostname=self.hostname).encode() + b"\r\n")
-        except OSError:
-            pass
+        """Send one reply without blocking, then close (no thread needed).
+
+        On an implicit-TLS port the client expects a handshake, not plain
+        text: it only sees the connection close.
+        """
+        if not self.settings.implicit_tls:
+            try:
+                request.setblocking(False)
+                request.send(reply.format(hostname=self.hostname).encode() + b"\r\n")
+            except OSError:
+                pass
         self.shutdown_request(request)
 
     # -- sessions, for per-address limits and graceful shutdown ---------------

@@ -138,7 +138,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         del self.conn.buffer[:length]
         if header.command == "PROXY" and header.source is not None and \
                 header.family in (socket.AF_INET, socket.AF_INET6):
-            self.peer = header.source
+            self.peer = peer_address(header.source)
         logger.debug("%s: PROXY %s, client %s", connected_from, header.command,
                      _format_peer(self.peer))
         return True
@@ -825,8 +825,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self._answered_by_watchdog = True
             logger.error("message handler still running after %s s; answering 451 "
                          "(queue id %s)", self.settings.handler_timeout, self.queue_id)
-            try:
-                self.request.sendall(
+            try:       # conn.sock: after STARTTLS the plain socket is detached
+                self.conn.sock.sendall(
                     (replies.LOCAL_ERROR + "\r\n").encode() * answers)
             except OSError:
                 pass

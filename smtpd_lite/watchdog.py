@@ -38,8 +38,7 @@ class Watchdog:
         self._heap: list[_Item] = []
         self._order = itertools.count()
         self._changed = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._stopped = False
+        self._thread: threading.Thread | None = None    # the one thread that may run
         self._cancelled = 0
         self._wake_at = math.inf        # when the sleeping thread wakes by itself
 
@@ -75,18 +74,19 @@ class Watchdog:
         """End the thread (pending callbacks are dropped); it restarts on demand."""
         with self._changed:
             thread, self._thread = self._thread, None
-            self._stopped = thread is not None
-            self._changed.notify()
+            self._heap.clear()
+            self._cancelled = 0
+            self._wake_at = math.inf
+            self._changed.notify_all()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
     def _run(self) -> None:
         while True:
             with self._changed:
-                if self._stopped:
-                    self._stopped = False
-                    self._heap.clear()
-                    self._cancelled = 0
+                # Stopped, or replaced by a thread that watch() started after
+                # stop(): a flag could be taken by the wrong one of the two.
+                if self._thread is not threading.current_thread():
                     return
                 # Cancelled entries stay until their deadline: popping them
                 # early would leave the heap empty after each message, and
@@ -94,7 +94,8 @@ class Watchdog:
                 now = time.monotonic()
                 callback = None
                 while self._heap and self._heap[0][0] <= now and callback is None:
-                    callback = heapq.heappop(self._heap)[2].callback
+                    entry = heapq.heappop(self._heap)[2]
+                    callback, entry.callback = entry.callback, None    # a later cancel() is a no-op
                     if callback is None:
                         self._cancelled -= 1
                 if callback is None:

@@ -50,7 +50,9 @@ def serve_workers(listener: socket, count: int,
                                 for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         for index in range(count):
-            _start_child(children, index, listener, run_child, previous)
+            if stopping:
+                break
+            _start_child(children, index, listener, run_child, previous, stopping)
         while children:
             try:
                 pid, status = os.waitpid(-1, 0)
@@ -64,7 +66,7 @@ def serve_workers(listener: socket, count: int,
             if time.monotonic() - started < _QUICK_DEATH:
                 time.sleep(_RESTART_PAUSE)
             if not stopping:
-                _start_child(children, index, listener, run_child, previous)
+                _start_child(children, index, listener, run_child, previous, stopping)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -73,10 +75,13 @@ def serve_workers(listener: socket, count: int,
 
 
 def _start_child(children: dict[int, tuple[float, int]], index: int, listener: socket,
-                 run_child: Callable[[socket, int], object], previous: dict[int, Any]) -> None:
+                 run_child: Callable[[socket, int], object], previous: dict[int, Any],
+                 stopping: list[int]) -> None:
     pid = os.fork()
     if pid:
         children[pid] = (time.monotonic(), index)
+        if stopping:        # the signal came while forking: this child missed it
+            _signal(pid, signal.SIGTERM)
         return
     # In the child: default signal handling until its own server installs one.
     for signum, handler in previous.items():

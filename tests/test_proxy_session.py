@@ -63,6 +63,14 @@ def test_v1_sets_peer_and_received_header():
         assert message.data.startswith(b"Received: from client.example ([203.0.113.7])")
 
 
+def test_an_ipv4_mapped_proxy_source_is_the_ipv4_client():
+    """The same client has one peer (and one per-address count) whichever way it came."""
+    header = b"PROXY TCP6 ::ffff:203.0.113.7 ::1 40000 25\r\n"
+    with proxied() as mail:
+        assert deliver(through_proxy(mail, header)).startswith("250 2.0.0")
+        assert mail.wait_for(1)[0].peer == ("203.0.113.7", 40000)
+
+
 def test_v2_with_tlvs_sets_ipv6_peer():
     tlvs = bytes([0x04]) + struct.pack("!H", 3) + b"abc"           # PP2_TYPE_NOOP
     with proxied() as mail:

@@ -168,6 +168,26 @@ def test_implicit_tls(certificates):
         assert mail.wait_for(1)[0].tls is True
 
 
+def test_a_full_implicit_tls_port_closes_without_plain_text(certificates):
+    with capture(tls_context=certificates.context, implicit_tls=True, max_connections=1) as mail:
+        with smtplib.SMTP_SSL(mail.host, mail.port, context=certificates.client_context):
+            extra = RawClient(mail.host, mail.port)     # expects a TLS handshake
+            assert extra.closed(5)
+            assert extra.pending == b""
+
+
+def test_handler_timeout_451_reaches_a_client_after_starttls(certificates):
+    def slow(peer, mailfrom, rcpttos, data):
+        time.sleep(2)
+
+    with capture(slow, tls_context=certificates.context, handler_timeout=0.3) as mail:
+        with smtplib.SMTP(mail.host, mail.port, timeout=5) as smtp:
+            smtp.starttls(context=certificates.client_context)
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                smtp.sendmail("a@example.com", ["b@example.com"], "x")
+            assert refused.value.smtp_code == 451
+
+
 def test_implicit_tls_needs_a_context():
     with pytest.raises(ValueError, match="implicit_tls"):
         smtpd_lite.SMTPServer(("127.0.0.1", 0), lambda *a: None, implicit_tls=True)

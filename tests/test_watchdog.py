@@ -78,3 +78,11 @@ def test_stop_ends_the_thread_and_a_new_watch_restarts_it():
     dog.watch(0.05, fired.set)
     assert fired.wait(5)
     dog.stop()
+
+
+def test_cancelling_an_entry_that_already_fired_changes_nothing(watchdog):
+    fired = threading.Event()
+    entry = watchdog.watch(0.01, fired.set)
+    assert fired.wait(5)
+    watchdog.cancel(entry)          # deliver() cancels after a late handler returns
+    assert watchdog._cancelled == 0

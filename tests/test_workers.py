@@ -6,6 +6,7 @@ import smtplib
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from processes import free_port, wait_until
@@ -18,7 +19,7 @@ SCRIPT = (
     "import os, sys, time, smtpd_lite\n"
     "log = sys.argv[2]\n"
     "def handler(peer, mailfrom, rcpttos, data):\n"
-    "    time.sleep(0.05)\n"
+    "    time.sleep(1 if rcpttos[0].startswith('slow') else 0.05)\n"
     "    with open(log, 'a') as out:\n"
     "        out.write('%d %s\\n' % (os.getpid(), rcpttos[0]))\n"
     "smtpd_lite.serve(sys.argv[1], handler, workers=2, shutdown_timeout=5)\n"
@@ -71,8 +72,25 @@ def test_workers_share_load_restart_and_drain(tmp_path):
         _send_many(port, 20, "s")                     # ...and service goes on
         assert len(_lines(log)) == 60
 
+        # SIGTERM while messages are inside the (1 s) handler: each still gets
+        # its 250 (the 421 that follows ends the session).
+        refused = []
+
+        def send_slow(n):
+            smtp = smtplib.SMTP("127.0.0.1", port, timeout=30)
+            refused.append(smtp.sendmail("a@example.com", ["slow%d@example.com" % n], "x"))
+            smtp.close()
+
+        in_flight = [threading.Thread(target=send_slow, args=(n,)) for n in range(4)]
+        for thread in in_flight:
+            thread.start()
+        time.sleep(0.5)
         process.send_signal(signal.SIGTERM)
+        for thread in in_flight:
+            thread.join(15)
         stdout, stderr = process.communicate(timeout=15)
+        assert refused == [{}] * 4
+        assert len(_lines(log)) == 64
     finally:
         process.kill()
     assert process.returncode == 0
