@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--relay", metavar="HOST:PORT",
                        help="forward each message to this SMTP server; its refusals are "
                             "passed back to the client")
-    parser.add_argument("--workers", type=int, default=1, metavar="N",
+    parser.add_argument("--workers", type=_positive, default=1, metavar="N",
                         help="pre-fork N processes on the listening socket to use more cores "
                              "(POSIX; default 1)")
     parser.add_argument("--unix-socket", metavar="PATH",
@@ -120,6 +120,13 @@ def _add_option(group: argparse._ArgumentGroup, option: Option) -> None:
                        help="%s (default: %s)" % (option.doc, option.default))
 
 
+def _positive(text: str) -> int:
+    """argparse type for counts that must be at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("must be an integer >= 1, not %r" % text)
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
@@ -143,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         add_security_options(parser, arguments, server_options)
         if arguments.classname:
+            if arguments.workers != 1:
+                parser.error("--workers is not available with -c (the stdlib form)")
             run_stdlib_form(parser, arguments, address, server_options)
             return 0
         if arguments.remote:

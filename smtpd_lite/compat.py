@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any, Dict, Iterable, Sequence, TypeVar
 
-from . import delivery, grammar
+from . import delivery
 from .callbacks import Peer, accepted_extras
 from .replies import SMTPError
 from .server import SMTPServer as _SMTPServer
@@ -70,12 +70,11 @@ class CompatSession(SMTPSession):
         return super().mail_keywords() - self.hidden_keywords()
 
     def smtp_RCPT(self, argument: str) -> None:
-        count = len(self.rcpttos)
+        count, before = len(self.rcpttos), len(self.rcpt_options)
         super().smtp_RCPT(argument)
-        accepted = grammar.split_path_argument(argument, "TO:")
-        if len(self.rcpttos) > count and accepted is not None:
+        if len(self.rcpttos) > count:
             # The stdlib passed the options of the last RCPT only.
-            self.rcpt_options = accepted[1].upper().split()
+            self.rcpt_options = self.rcpt_options[before:]
 
 
 class _Listener(_SMTPServer):

@@ -1,8 +1,8 @@
-"""DATA assembly (RFC 5321 §4.1.1.4, §4.5.2): pure, bounded, CRLF-only.
+"""DATA and BDAT assembly (RFC 5321 §4.1.1.4, §4.5.2; RFC 3030): pure, bounded, CRLF-only.
 
-:class:`DataAssembler` is fed the raw bytes that follow a ``354`` reply, in
-whatever pieces the network delivers, and writes the dot-unstuffed message
-to a file-like ``sink``.  It works on whole buffers with bytes methods (find,
+:class:`DataAssembler` is fed the raw bytes that follow a ``354`` reply (or
+BDAT chunks), in whatever pieces the network delivers, and writes the
+dot-unstuffed message to a file-like ``sink``.  It works on whole buffers with bytes methods (find,
 count, replace) rather than line by line, so large messages cost little
 Python work.
 
@@ -104,6 +104,8 @@ class DataAssembler:
         the network split the message.
         """
         self._after_crlf = piece.endswith(b"\r\n")
+        if TOO_BIG in self._problems:
+            return              # the answer is settled (it outranks the others): skip the scans
         if self.normalize:
             piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
         elif not self.binary:

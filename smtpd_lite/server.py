@@ -336,6 +336,8 @@ def serve(addr: Address, handler: callbacks.Handler, appname: str = "smtpd",
     filesystem path (Unix socket).  ``workers`` > 1 pre-forks that many
     processes on the one listening socket (POSIX), for more than one core.
     """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError("workers must be an integer >= 1, not %r" % (workers,))
     address: Address
     if isinstance(addr, os.PathLike) or (isinstance(addr, str) and addr.startswith("/")):
         address = addr
@@ -344,8 +346,7 @@ def serve(addr: Address, handler: callbacks.Handler, appname: str = "smtpd",
     with SMTPServer(address, handler, appname=appname, hostname=hostname, **options) as server:
         logger.info("smtpd_lite listening on %s", server.server_address)
         if workers > 1:
-            serve_workers(server.socket, workers,
-                          lambda listener, index: _run_worker(server, index))
+            serve_workers(server.socket, workers, lambda index: _run_worker(server, index))
         else:
             run_until_signalled(server)
 

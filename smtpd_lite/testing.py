@@ -56,44 +56,12 @@ class Message:
                                                         len(self.data))
 
 
-class CaptureServer(SMTPServer):
-    """The server behind :func:`capture`; it also knows its session threads.
-
-    ``server_close()`` ends the sessions; :meth:`join_sessions` then waits
-    until their threads have closed their sockets and exited, so nothing is
-    left behind when the ``with`` block ends.
-    """
-
-    server_address: tuple[str, int]     # capture() binds 127.0.0.1
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._session_threads: set[threading.Thread] = set()
-        self._session_threads_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        with self._session_threads_lock:
-            self._session_threads.add(threading.current_thread())
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._session_threads_lock:
-                self._session_threads.discard(threading.current_thread())
-
-    def join_sessions(self, timeout: float = 5) -> None:
-        deadline = time.monotonic() + timeout
-        with self._session_threads_lock:
-            threads = list(self._session_threads)
-        for thread in threads:
-            thread.join(max(deadline - time.monotonic(), 0))
-
-
 class Capture:
     """The running test server; see :func:`capture`."""
 
-    def __init__(self, server: CaptureServer, thread: threading.Thread) -> None:
+    def __init__(self, server: SMTPServer, thread: threading.Thread) -> None:
         self.server = server
-        self.host, self.port = server.server_address[:2]
+        self.host, self.port = server.server_address[:2]     # capture() binds 127.0.0.1
         self.messages: list[Message] = []
         self._thread = thread
         self._changed = threading.Condition()
@@ -149,7 +117,7 @@ def capture(handler: Handler | None = None, **options: Any) -> Iterator[Capture]
         holder["capture"].record(Message(peer, mailfrom, rcpttos, content, extras))
         return result
 
-    server = CaptureServer(("127.0.0.1", 0), record, **options)
+    server = SMTPServer(("127.0.0.1", 0), record, **options)
     thread = threading.Thread(target=server.serve_forever, name="smtpd_lite capture",
                               daemon=True)
     mail = holder["capture"] = Capture(server, thread)
@@ -159,8 +127,7 @@ def capture(handler: Handler | None = None, **options: Any) -> Iterator[Capture]
     finally:
         server.shutdown()
         thread.join()
-        server.server_close()
-        server.join_sessions()
+        server.server_close()       # drains the sessions and joins their threads
 
 
 def _accepted(function: Handler, extras: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,8 +26,8 @@ _RESTART_PAUSE = 1.0
 
 
 def serve_workers(listener: socket, count: int,
-                  run_child: Callable[[socket, int], object]) -> None:
-    """Fork ``count`` children running ``run_child(listener, index)``; supervise them.
+                  run_child: Callable[[int], object]) -> None:
+    """Fork ``count`` children running ``run_child(index)`` on ``listener``; supervise them.
 
     ``index`` numbers the children from 0; a replacement takes over the
     number of the child it replaces.
@@ -52,7 +52,7 @@ def serve_workers(listener: socket, count: int,
         for index in range(count):
             if stopping:
                 break
-            _start_child(children, index, listener, run_child, previous, stopping)
+            _start_child(children, index, run_child, previous, stopping)
         while children:
             try:
                 pid, status = os.waitpid(-1, 0)
@@ -66,7 +66,7 @@ def serve_workers(listener: socket, count: int,
             if time.monotonic() - started < _QUICK_DEATH:
                 time.sleep(_RESTART_PAUSE)
             if not stopping:
-                _start_child(children, index, listener, run_child, previous, stopping)
+                _start_child(children, index, run_child, previous, stopping)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -74,8 +74,8 @@ def serve_workers(listener: socket, count: int,
             _signal(pid, signal.SIGTERM)
 
 
-def _start_child(children: dict[int, tuple[float, int]], index: int, listener: socket,
-                 run_child: Callable[[socket, int], object], previous: dict[int, Any],
+def _start_child(children: dict[int, tuple[float, int]], index: int,
+                 run_child: Callable[[int], object], previous: dict[int, Any],
                  stopping: list[int]) -> None:
     pid = os.fork()
     if pid:
@@ -88,7 +88,7 @@ def _start_child(children: dict[int, tuple[float, int]], index: int, listener: s
         signal.signal(signum, handler)
     status = 1
     try:
-        run_child(listener, index)
+        run_child(index)
         status = 0
     except BaseException:
         logger.exception("worker %d failed", os.getpid())

@@ -11,6 +11,8 @@ import time
 import pytest
 from processes import free_port, wait_until
 
+import smtpd_lite
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="workers need os.fork")
@@ -111,6 +113,21 @@ def test_cli_workers_flag(tmp_path):
     finally:
         process.kill()
     assert process.returncode == 0
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, "2", True])
+def test_serve_refuses_a_worker_count_that_is_not_a_positive_integer(workers):
+    with pytest.raises(ValueError, match="workers"):
+        smtpd_lite.serve("127.0.0.1:0", lambda *args: None, workers=workers)
+
+
+@pytest.mark.parametrize("arguments", [["--workers", "0"], ["--workers", "x"],
+                                       ["-n", "-c", "DebuggingServer", "--workers", "2"]])
+def test_cli_refuses_bad_worker_counts(arguments):
+    result = subprocess.run([sys.executable, "-m", "smtpd_lite", *arguments, "127.0.0.1:0"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "--workers" in result.stderr
 
 
 PINNED = (
