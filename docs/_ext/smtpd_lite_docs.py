@@ -120,14 +120,19 @@ class OptionsTable(GeneratedDirective):
 
 
 def cli_flag(option):
+    """The option's flag as the program's own argument parser spells it."""
     if not option.cli:
         return "(Python only)"
-    flag = "--" + option.name.replace("_", "-")
-    if option.kind == "bool":
-        return literal("--no-" + flag[2:] if option.default else flag)
-    if option.kind == "choice":
-        return literal("%s {%s}" % (flag, ",".join(option.choices)))
-    return literal(flag + " N")
+    from smtpd_lite.__main__ import build_parser
+
+    action = next(action for action in build_parser()._actions if action.dest == option.name)
+    flag = action.option_strings[-1]
+    if action.nargs == 0:
+        return literal(flag)
+    if action.choices:
+        return literal("%s {%s}" % (flag, ",".join(action.choices)))
+    text = "%s %s" % (flag, action.metavar)
+    return literal(text + ", repeated" if isinstance(action, argparse._AppendAction) else text)
 
 
 class RepliesTable(GeneratedDirective):
