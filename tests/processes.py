@@ -30,6 +30,13 @@ def wait_until(condition, timeout=5.0):
     return bool(condition())
 
 
+def proc_status(path="self"):
+    """``/proc/PATH/status`` (Linux) as {field: first value}; PATH is a pid or "self/task/TID"."""
+    with open("/proc/%s/status" % path) as status:
+        fields = (line.partition(":") for line in status)
+        return {name: value.split()[0] for name, _, value in fields if value.split()}
+
+
 def wait_for_port(port, process=None, timeout=10.0):
     """Wait until something accepts on 127.0.0.1:``port``; fail if ``process`` exits first."""
     deadline = time.monotonic() + timeout

@@ -18,9 +18,10 @@ import threading
 import time
 
 import pytest
+from processes import proc_status
 from wire import SMUGGLING, RawClient
 
-from smtpd_lite import SMTPError, options, replies
+from smtpd_lite import SMTPError, replies
 from smtpd_lite.session import SMTPSession
 from smtpd_lite.testing import capture
 
@@ -311,8 +312,6 @@ def test_authzid_confusion(quick_auth_failures):
 # -- PROXY protocol spoofing -------------------------------------------------------------------
 
 PROXY_V1 = b"PROXY TCP4 203.0.113.9 192.0.2.1 40000 25\r\n"
-needs_proxy_protocol = pytest.mark.skipif("proxy_protocol" not in options.BY_NAME,
-                                          reason="proxy_protocol not built yet")
 
 
 def _closed_without_greeting(mail, data):
@@ -324,7 +323,6 @@ def _closed_without_greeting(mail, data):
     return closed and pending == b""
 
 
-@needs_proxy_protocol
 def test_proxy_header_spoofing_from_untrusted_address():
     """PROXY header from a client that is not a trusted proxy: HAProxy proxy-protocol.txt
     §5 ("Security considerations": accept it only from known sources).
@@ -348,7 +346,6 @@ def test_proxy_header_spoofing_from_untrusted_address():
         assert mail.wait_for(1)[0].peer[0] == "127.0.0.1"
 
 
-@needs_proxy_protocol
 def test_proxy_header_required_from_trusted_proxy():
     """Same reference: behind a trusted proxy, a connection without a valid header is dropped
     (no greeting), and a valid header sets ``peer`` to the real client."""
@@ -466,14 +463,6 @@ server.serve_forever()
 """
 
 
-def _memory_kib(pid, field):
-    with open("/proc/%d/status" % pid) as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError("no %s for %d" % (field, pid))
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_8_mib_lines_without_lf():
     """Memory exhaustion by endless lines: CWE-400/CWE-789; RFC 5321 §4.5.3.1.4-6 (line
@@ -495,7 +484,7 @@ def test_8_mib_lines_without_lf():
         warm.send(b"w" * 200000 + b"\r\n.\r\n")
         assert warm.reply() == replies.DATA_LINE_TOO_LONG
         warm.close()
-        baseline = _memory_kib(process.pid, "VmHWM")
+        baseline = int(proc_status(process.pid)["VmHWM"])
         huge = b"A" * (8 << 20)
         client = greeted(mail)
         client.send(b"NOOP " + huge + b"\r\n")
@@ -508,7 +497,7 @@ def test_8_mib_lines_without_lf():
         assert client.reply() == replies.DATA_LINE_TOO_LONG
         in_step(client)
         client.close()
-        growth = _memory_kib(process.pid, "VmHWM") - baseline
+        growth = int(proc_status(process.pid)["VmHWM"]) - baseline
         assert growth < 4096, "peak RSS grew by %d KiB" % growth
     finally:
         process.kill()
@@ -568,6 +557,5 @@ def test_security_rst_lists_every_attack():
     text = open(os.path.join(ROOT, "SECURITY.rst"), encoding="utf-8").read()
     catalogue = text.split("``tests/test_adversarial.py``", 1)[1].split("Around it:", 1)[0]
     cited = set(re.findall(r"``(test_\w+)``", catalogue))
-    here = {name for name, value in globals().items() if name.startswith("test_") and not any(
-        mark.name == "xfail" for mark in getattr(value, "pytestmark", []))}
+    here = {name for name in globals() if name.startswith("test_")}
     assert cited == here - {"test_security_rst_lists_every_attack"}

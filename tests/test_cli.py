@@ -9,7 +9,14 @@ import subprocess
 import sys
 
 import pytest
-from processes import ServerProcess, environment, free_port, smtpd_lite_command, start_cli
+from processes import (
+    ServerProcess,
+    environment,
+    free_port,
+    proc_status,
+    smtpd_lite_command,
+    start_cli,
+)
 
 from smtpd_lite import SMTPError
 from smtpd_lite.testing import capture
@@ -82,11 +89,8 @@ def test_sink_accepts_and_prints_nothing(cli):
 
 
 def _cores_of_threads(pid):
-    masks = []
-    for task in os.listdir("/proc/%d/task" % pid):
-        with open("/proc/%d/task/%s/status" % (pid, task)) as status:
-            masks += [line.split()[1] for line in status if line.startswith("Cpus_allowed_list")]
-    return masks
+    return [proc_status("%d/task/%s" % (pid, task))["Cpus_allowed_list"]
+            for task in os.listdir("/proc/%d/task" % pid)]
 
 
 @pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda pid: ())(0)) < 2,

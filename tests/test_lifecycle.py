@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from processes import wait_for_port, wait_until
+from processes import proc_status, wait_for_port, wait_until
 from wire import RawClient
 
 from smtpd_lite import SMTPServer
@@ -22,14 +22,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def greeted(server):
     client = RawClient(server.host, server.port)
     return client, client.reply()
-
-
-def rss_kib():
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 # -- connection limits -----------------------------------------------------------
@@ -356,7 +348,7 @@ def test_soak_no_thread_or_memory_growth(monkeypatch):
         threads_before = threading.active_count()
         for _ in range(200):                # warm up allocator and caches
             _quick_session(address)
-        rss_before = rss_kib()
+        rss_before = int(proc_status()["VmRSS"])
         for _ in range(20000):
             _quick_session(address)
         errors = []
@@ -378,7 +370,7 @@ def test_soak_no_thread_or_memory_growth(monkeypatch):
         assert len(mail.wait_for(1000, timeout=30)) == 1000
         mail.clear()
         assert wait_until(lambda: threading.active_count() <= threads_before + 1, 10)
-        assert rss_kib() - rss_before < 20 * 1024
+        assert int(proc_status()["VmRSS"]) - rss_before < 20 * 1024
 
 
 def _quick_session(address):

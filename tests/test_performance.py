@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from processes import proc_status
 from wire import RawClient
 
 from smtpd_lite import data as data_module
@@ -105,14 +106,6 @@ server.serve_forever()
 """
 
 
-def _memory_kib(pid, field):
-    with open("/proc/%d/status" % pid) as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError("no %s for %d" % (field, pid))
-
-
 def _peak_growth_per_octet(mode, size):
     """(peak − idle RSS) of a server receiving one ``size``-octet message, per octet."""
     process = subprocess.Popen([sys.executable, "-c", SERVER, mode], cwd=ROOT,
@@ -125,9 +118,9 @@ def _peak_growth_per_octet(mode, size):
         _deliver(warm, 2 << 20)                 # code paths and buffers warmed up
         with open("/proc/%d/clear_refs" % process.pid, "w") as clear:
             clear.write("5")                    # VmHWM starts again from VmRSS
-        idle = _memory_kib(process.pid, "VmRSS")
+        idle = int(proc_status(process.pid)["VmRSS"])
         _deliver(warm, size)
-        return (_memory_kib(process.pid, "VmHWM") - idle) * 1024 / size
+        return (int(proc_status(process.pid)["VmHWM"]) - idle) * 1024 / size
     finally:
         process.kill()
         process.wait()

@@ -24,6 +24,7 @@ import threading
 import time
 
 import pytest
+from processes import proc_status, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SESSIONS = 2000
@@ -56,12 +57,8 @@ COMMANDS = [b"EHLO x", b"HELO y", b"MAIL FROM:<a@example.com>", b"RCPT TO:<b@exa
 
 
 def _status(pid):
-    fields = {}
-    with open("/proc/%d/status" % pid) as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            fields[name] = value.split()
-    return int(fields["Threads"][0]), int(fields["VmRSS"][0])
+    fields = proc_status(pid)
+    return int(fields["Threads"]), int(fields["VmRSS"])
 
 
 class Attack:
@@ -156,15 +153,6 @@ def _normal_client(port):
         smtp.sendmail("a@example.com", ["b@example.com"], "Subject: still here\r\n\r\nok\r\n")
 
 
-def _wait_for(condition, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
 def test_random_bytes_stress():
     seed = int(os.environ.get("STRESS_SEED", random.randrange(1 << 32)))
     process = subprocess.Popen([sys.executable, "-c", SERVER_SCRIPT], cwd=ROOT,
@@ -178,7 +166,7 @@ def test_random_bytes_stress():
             if number % 10 == 0:
                 _normal_client(port)
         # Quiet: only the main thread, the accept loop and the handler watchdog.
-        assert _wait_for(lambda: _status(process.pid)[0] <= 3, 10), _status(process.pid)
+        assert wait_until(lambda: _status(process.pid)[0] <= 3, 10), _status(process.pid)
         threads_before, rss_before = _status(process.pid)
 
         counter = iter(range(SESSIONS))
@@ -207,7 +195,7 @@ def test_random_bytes_stress():
         assert failures == [], "seed %d" % seed
 
         _normal_client(port)
-        assert _wait_for(lambda: _status(process.pid)[0] <= threads_before, 15), \
+        assert wait_until(lambda: _status(process.pid)[0] <= threads_before, 15), \
             "threads: %d before, %d after (seed %d)" % (threads_before,
                                                          _status(process.pid)[0], seed)
         rss_after = _status(process.pid)[1]

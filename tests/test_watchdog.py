@@ -5,7 +5,7 @@ import threading
 import time
 
 import pytest
-from processes import wait_until
+from processes import proc_status, wait_until
 
 from smtpd_lite.watchdog import Watchdog
 
@@ -49,9 +49,7 @@ def test_cancelled_entries_do_not_pile_up(watchdog):
 
 
 def _switches(thread):
-    with open("/proc/self/task/%d/status" % thread.native_id) as status:
-        fields = dict(line.split(":", 1) for line in status)
-    return int(fields["voluntary_ctxt_switches"])
+    return int(proc_status("self/task/%d" % thread.native_id)["voluntary_ctxt_switches"])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

@@ -33,6 +33,14 @@ def _children(pid):
         return sorted(int(child) for child in listing.read().split())
 
 
+def _kill_tree(process):
+    """Kill the parent and its workers (a failed test must not leave workers running)."""
+    if process.poll() is None:
+        for child in _children(process.pid):
+            os.kill(child, signal.SIGKILL)
+    process.kill()
+
+
 def _send_many(port, count, prefix):
     errors = []
 
@@ -94,7 +102,7 @@ def test_workers_share_load_restart_and_drain(tmp_path):
         assert refused == [{}] * 4
         assert len(_lines(log)) == 64
     finally:
-        process.kill()
+        _kill_tree(process)
     assert process.returncode == 0
     assert stdout == b"parent exits\n"
     assert b"Traceback" not in stderr
@@ -111,7 +119,7 @@ def test_cli_workers_flag(tmp_path):
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=15)
     finally:
-        process.kill()
+        _kill_tree(process)
     assert process.returncode == 0
 
 
@@ -175,5 +183,5 @@ def test_pinned_workers_take_one_core_each_and_a_replacement_takes_its_core(tmp_
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=15)
     finally:
-        process.kill()
+        _kill_tree(process)
     assert process.returncode == 0
