@@ -67,7 +67,7 @@ SERVER_ORDER = ["lite", "lite-pin", "lite-spool", "lite-cli", "lite-w2", "aiosmt
                 "smtp-sink", "go"]
 ONLY_IN = {"lite-w2": {"c"}, "lite-spool": {"big"}, "lite-pin": {"a", "b", "c", "d"}}
 README = os.path.join(peers.BENCH_DIR, "README.md")
-KEEP_LOG_RUNS = 10       # server logs of older runs are deleted
+KEEP_RUNS = 20           # server logs and results of older runs are deleted
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -224,8 +224,10 @@ def main(argv=None):
     log_dir = os.path.join(peers.CACHE_DIR, "logs")
     os.makedirs(results_dir, exist_ok=True)
     os.makedirs(log_dir, exist_ok=True)
-    for old_run in sorted(os.listdir(log_dir))[:-KEEP_LOG_RUNS]:
+    for old_run in sorted(os.listdir(log_dir))[:-KEEP_RUNS]:
         shutil.rmtree(os.path.join(log_dir, old_run), ignore_errors=True)
+    for old_file in sorted(os.listdir(results_dir))[:-2 * KEEP_RUNS]:     # .json and .md
+        os.remove(os.path.join(results_dir, old_file))
     log_dir = tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=log_dir)
 
     results = {}

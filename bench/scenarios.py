@@ -15,7 +15,7 @@ import tempfile
 import time
 
 import procstat
-from loadgen import SMTPClient, SMTPReplyError, make_body, percentile
+from loadgen import SMTPClient, SMTPReplyError, _ms, make_body, percentile
 
 HOST = "127.0.0.1"
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -282,10 +282,6 @@ def _probe_new_connection(port, timeout):
         return time.perf_counter() - started
     finally:
         client.quit()
-
-
-def _ms(seconds):
-    return None if seconds is None else seconds * 1000.0
 
 
 # --- the Python load generator -----------------------------------------------

@@ -69,7 +69,7 @@ def result_reply(result: object, accepted_reply: str, where: str) -> str:
 
 def call_check(function: Callable[..., object], arguments: Iterable[object],
                rejected_reply: str, where: str,
-               extras: Mapping[str, object] | None = None) -> str | None:
+               extras: Mapping[str, object]) -> str | None:
     """Run a mail/rcpt check callback; return None to accept or the reply to send.
 
     ``extras`` are keyword arguments (see :func:`accepted_extras`).  Falsy
@@ -77,7 +77,7 @@ def call_check(function: Callable[..., object], arguments: Iterable[object],
     logged with their traceback and answered 451 4.3.0, never with their text.
     """
     try:
-        verdict = function(*arguments, **(extras or {}))
+        verdict = function(*arguments, **extras)
     except replies.SMTPError as error:
         return error.reply
     except Exception:

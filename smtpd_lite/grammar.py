@@ -29,10 +29,11 @@ _QUOTED_STRING = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"'
 _QUOTED_STRING_UTF8 = re.compile(
     '"(?:[\\x20\\x21\\x23-\\x5b\\x5d-\\x7e%s]|\\\\[\\x20-\\x7e])*"' % _UTF8_NON_ASCII)
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_ASCII_DOMAIN = re.compile(r"(?:%s\.)*%s\Z" % (_LABEL, _LABEL))
+_DOMAIN = r"(?:%s\.)*%s" % (_LABEL, _LABEL)
+_ASCII_DOMAIN = re.compile(_DOMAIN + r"\Z")
 # Most paths are <dot-atom@ascii.domain>: one match instead of the full parse.
-_SIMPLE_PATH = re.compile(r"<(?P<mailbox>(?P<local>[%s]+(?:\.[%s]+)*)@(?:%s\.)*%s)>\Z"
-                          % (_ATEXT, _ATEXT, _LABEL, _LABEL))
+_SIMPLE_PATH = re.compile(r"<(?P<mailbox>(?P<local>[%s]+(?:\.[%s]+)*)@%s)>\Z"
+                          % (_ATEXT, _ATEXT, _DOMAIN))
 _SUB_DOMAIN_UTF8 = re.compile(
     "[A-Za-z0-9%s](?:[A-Za-z0-9%s-]*[A-Za-z0-9%s])?\\Z" % ((_UTF8_NON_ASCII,) * 3))
 _GENERAL_LITERAL = re.compile(r"([A-Za-z0-9-]*[A-Za-z0-9]):([\x21-\x5a\x5e-\x7e]+)\Z")
@@ -347,8 +348,8 @@ def _orcpt(value: str | None) -> str:
     return "%s;%s" % (addr_type.lower(), decode_xtext(address))
 
 
-MAIL_PARAMETERS: dict[str, Checker] = {"SIZE": _size, "BODY": _body, "SMTPUTF8": _flag, "RET": _ret,
-                   "ENVID": _envid, "AUTH": _auth}
+MAIL_PARAMETERS: dict[str, Checker] = {"SIZE": _size, "BODY": _body, "SMTPUTF8": _flag,
+                                       "RET": _ret, "ENVID": _envid, "AUTH": _auth}
 RCPT_PARAMETERS: dict[str, Checker] = {"NOTIFY": _notify, "ORCPT": _orcpt}
 
 

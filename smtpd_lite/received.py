@@ -40,7 +40,7 @@ def transmission_type(*, esmtp: bool = True, tls: bool = False, auth: bool = Fal
 
 def address_literal(ip: str) -> str:
     """``[192.0.2.1]`` or ``[IPv6:2001:db8::1]`` (RFC 5321 §4.1.3)."""
-    if ip.count(".") == 3 and ip.replace(".", "").isdigit():
+    if ip.isascii() and ip.count(".") == 3 and ip.replace(".", "").isdigit():
         return "[%s]" % ip          # dotted quad, as sockets report it: no parse needed
     try:
         parsed = ipaddress.ip_address(ip)

@@ -441,8 +441,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.rcpt_params[address] = parameters
         self.reply(replies.RCPT_OK)
 
-    def _parameters(self, text: str, checkers: dict[str, Callable[[str | None], Any]],
-                    offered: set[str]) -> dict[str, Any] | None:
+    def _parameters(self, text: str, checkers: dict[str, grammar.Checker],
+                    offered: set[str]) -> grammar.Params | None:
         """Decoded ESMTP parameters, or None after answering the error."""
         if not text:
             return {}
