@@ -51,6 +51,11 @@ OPTIONS = (
             "Run the server's threads on one CPU core (Linux; each worker on its own core): "
             "they take turns at one GIL, and handing it between cores costs more than a "
             "second core gives."),
+    _option("busy_poll", "count", 50,
+            "Microseconds a session may spin for the client's next bytes before it sleeps, "
+            "while it is the only session (plain-text connections, Linux, more than one CPU); "
+            "it saves waking a core per round trip and adapts to nothing for slow clients. "
+            "0 means never."),
     _option("max_line_length", "size", 1000,
             "Longest message line in octets including CRLF (RFC 5321 minimum); longer lines "
             "get 500 5.5.2 after end-of-data. 0 means unlimited."),
@@ -133,6 +138,7 @@ class Settings:
     max_connections_per_ip: int
     request_queue_size: int
     pin_cpu: bool
+    busy_poll: int
     max_line_length: int
     timeout: float
     min_data_rate: int

@@ -6,6 +6,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from processes import proc_status
@@ -17,6 +19,9 @@ from smtpd_lite.testing import capture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_proc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+needs_two_cpus = pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="busy polling needs a second CPU for the client")
 
 
 def _lines_run_in(module, work):
@@ -136,3 +141,69 @@ def test_a_large_message_costs_about_one_copy_of_itself():
 @needs_proc
 def test_a_spooled_large_message_keeps_memory_flat():
     assert _peak_growth_per_octet("spool", 32 << 20) <= 0.2
+
+
+# A client in its own process (no GIL shared with the server) that asks the
+# session thread for its sleeps and CPU time (through VRFY), then plays
+# NOOP ping-pong, then asks again.
+PING_PONG = """
+import socket, sys, time
+client = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+replies = client.makefile("rb")
+replies.readline()
+def ask(line):
+    client.sendall(line + b"\\r\\n")
+    return replies.readline().decode()
+before = ask(b"VRFY x").split()
+for _ in range(int(sys.argv[2])):
+    assert ask(b"NOOP").startswith("250 "), "NOOP failed"
+    time.sleep(float(sys.argv[3]))
+after = ask(b"VRFY x").split()
+print(int(after[-2]) - int(before[-2]), int(after[-1]) - int(before[-1]))
+"""
+
+
+def _session_thread_report(peer, address):
+    """vrfy_handler, run in the session's thread: its sleeps and CPU microseconds so far."""
+    sleeps = proc_status("self/task/%d" % threading.get_native_id())["voluntary_ctxt_switches"]
+    return "250 %s %d" % (sleeps, time.thread_time() * 1e6)
+
+
+def _ping_pong(busy_poll, round_trips, pause=0.0, other_connections=0):
+    """(sleeps, CPU µs) of one session's thread over ``round_trips`` NOOPs."""
+    with capture(busy_poll=busy_poll, vrfy_handler=_session_thread_report) as mail:
+        others = [RawClient(mail.host, mail.port) for _ in range(other_connections)]
+        for other in others:
+            assert other.reply().startswith("220 ")
+        result = subprocess.run([sys.executable, "-c", PING_PONG, str(mail.port),
+                                 str(round_trips), str(pause)],
+                                capture_output=True, text=True, timeout=60, check=True)
+        for other in others:
+            other.close()
+    sleeps, cpu = result.stdout.split()
+    return int(sleeps), int(cpu)
+
+
+@needs_proc
+@needs_two_cpus
+def test_the_only_session_busy_polls_instead_of_sleeping_between_quick_commands():
+    asleep, _ = _ping_pong(busy_poll=0, round_trips=200)
+    awake, _ = _ping_pong(busy_poll=20000, round_trips=200)
+    assert asleep >= 190          # the measure works: one sleep per command
+    assert awake <= 50
+
+
+@needs_proc
+@needs_two_cpus
+def test_a_session_with_company_does_not_busy_poll():
+    sleeps, _ = _ping_pong(busy_poll=20000, round_trips=200, other_connections=1)
+    assert sleeps >= 190
+
+
+@needs_proc
+@needs_two_cpus
+def test_busy_polling_backs_off_for_a_client_that_pauses():
+    # Without the back-off, 20 waits of 30 ms would each spin the whole 5 ms.
+    _, cpu = _ping_pong(busy_poll=5000, round_trips=20, pause=0.03)
+    assert cpu < 30000
