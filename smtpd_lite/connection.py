@@ -132,17 +132,18 @@ class Connection:
     def _recv(self, size: int) -> bytes:
         self.flush()
         polled_at = None
-        if self.busy_poll and self._kernel_timeouts and self._may_poll():
-            polled_at = time.perf_counter()
-            data = self._poll(size, polled_at) if self._poll_budget else None
-            if data is not None:
-                return self._received(data)
         while True:
             remaining = None
             if self._deadline is not None:
                 remaining = self._deadline - time.monotonic()
                 if remaining <= 0:
                     raise SessionTimeout()
+            if polled_at is None and self.busy_poll and self._kernel_timeouts \
+                    and self._may_poll():
+                polled_at = time.perf_counter()
+                data = self._poll(size, polled_at) if self._poll_budget else None
+                if data is not None:
+                    return self._received(data)
             if not self._kernel_timeouts:
                 self.sock.settimeout(remaining)
             elif remaining is not None and remaining < 0.9 * (self._receive_wait or 1e9):

@@ -207,3 +207,40 @@ def test_busy_polling_backs_off_for_a_client_that_pauses():
     # Without the back-off, 20 waits of 30 ms would each spin the whole 5 ms.
     _, cpu = _ping_pong(busy_poll=5000, round_trips=20, pause=0.03)
     assert cpu < 30000
+
+
+# A client in its own process that trickles one octet of a command every
+# 2 ms (always within the busy-poll budget), for at most 3 seconds.
+TRICKLE = """
+import socket, sys, time
+client = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+replies = client.makefile("rb")
+replies.readline()
+client.settimeout(0.001)
+started = time.monotonic()
+client.sendall(b"NOOP ")
+try:
+    while time.monotonic() - started < 3:
+        client.sendall(b"x")
+        time.sleep(0.002)
+        try:
+            if client.recv(1, socket.MSG_PEEK):
+                break
+        except socket.timeout:
+            pass
+except OSError:
+    pass
+client.settimeout(5)
+print("%.2f %s" % (time.monotonic() - started, replies.readline().decode().strip()))
+"""
+
+
+@needs_two_cpus
+def test_busy_polling_keeps_the_command_deadline():
+    with capture(busy_poll=20000, timeout=0.3) as mail:
+        result = subprocess.run([sys.executable, "-c", TRICKLE, str(mail.port)],
+                                capture_output=True, text=True, timeout=60, check=True)
+    elapsed, reply = result.stdout.split(" ", 1)
+    assert reply.startswith("421 4.4.2 ")
+    assert float(elapsed) < 1.5
