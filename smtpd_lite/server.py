@@ -120,7 +120,7 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         self._dual_stack = False
         # Spinning for a client on the only core it could run on would only
         # delay it; with pin_cpu the clients still have the other cores.
-        self.busy_poll = self.settings.busy_poll / 1e6 if _cpu_count() > 1 else 0
+        self.busy_poll_seconds = self.settings.busy_poll / 1e6 if _cpu_count() > 1 else 0
         bound: str | tuple[str, int]
         if isinstance(server_address, (str, os.PathLike)):
             self.address_family = socket.AF_UNIX

@@ -201,6 +201,35 @@ def test_a_session_with_company_does_not_busy_poll():
     assert sleeps >= 190
 
 
+ONE_CPU_SERVER = """
+import os, sys, threading, time, smtpd_lite
+sys.path.insert(0, sys.argv[1])
+from test_performance import _session_thread_report
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+server = smtpd_lite.SMTPServer(("127.0.0.1", 0), lambda *message: None, busy_poll=20000,
+                               vrfy_handler=_session_thread_report)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+@needs_proc
+@needs_two_cpus
+def test_a_server_confined_to_one_cpu_does_not_busy_poll():
+    server = subprocess.Popen([sys.executable, "-c", ONE_CPU_SERVER, os.path.dirname(__file__)],
+                              cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                              stdout=subprocess.PIPE)
+    try:
+        port = server.stdout.readline().decode().strip()
+        result = subprocess.run([sys.executable, "-c", PING_PONG, port, "200", "0"],
+                                capture_output=True, text=True, timeout=60, check=True)
+    finally:
+        server.kill()
+        server.wait()
+        server.stdout.close()
+    assert int(result.stdout.split()[0]) >= 190
+
+
 @needs_proc
 @needs_two_cpus
 def test_busy_polling_backs_off_for_a_client_that_pauses():
