@@ -12,9 +12,10 @@ microseconds: when one client talks to the server at a time, its next command
 usually arrives within tens of microseconds of our reply, and catching it
 awake saves waking a sleeping core for every round trip (the same trade Go's
 scheduler and Linux's SO_BUSY_POLL make).  The budget adapts per connection,
-as the kernel's guest halt-polling does: it doubles while input arrives
-within the full budget and halves to nothing while it does not, so a client
-that thinks between commands costs no spinning.
+as the kernel's guest halt-polling does: it halves, down to nothing, each
+time input takes longer than the full budget, and doubles again when input
+comes soon after the read went to sleep, so a client that thinks between
+commands costs no spinning.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ class Connection:
                 return None         # the blocking recv reports it
 
     def _adapt_poll_budget(self, waited: float) -> None:
-        """After a poll that missed: more budget if input came soon after, less if not."""
+        """After a read that slept: more budget if input came soon after, less if not."""
         if waited < self.busy_poll:
             self._poll_budget = min(max(self._poll_budget * 2, self.busy_poll / 4),
                                     self.busy_poll)
