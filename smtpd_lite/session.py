@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import random
 import socket
 import socketserver
@@ -35,6 +36,19 @@ protocol_logger = logging.getLogger("smtpd_lite.protocol")
 COMMAND_LINE_LIMIT = 1280
 # RFC 4954 §4: AUTH command and response lines up to 12288 octets.
 AUTH_LINE_LIMIT = 12288 + 2
+
+
+# Queue ids are unique, not secret: a generator needs no system call.  It is
+# our own, so an application that seeds the random module cannot make ids
+# repeat, and it is reseeded in forked workers as the module's own is.
+_queue_ids = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_queue_ids.seed)
+
+
+def new_queue_id() -> str:
+    """16 hex digits that name one message in replies, headers and logs."""
+    return "%016X" % _queue_ids.getrandbits(64)
 
 
 class SMTPSession(socketserver.StreamRequestHandler):
@@ -734,9 +748,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def new_message(self) -> IO[bytes]:
         """A sink for the next message, starting with the Received header."""
-        # Unique, not secret: the random module needs no system call (and
-        # reseeds itself in forked workers).
-        self.queue_id = queue_id = "%016X" % random.getrandbits(64)
+        self.queue_id = queue_id = new_queue_id()
         settings = self.settings
         sink: IO[bytes]
         if settings.data_as_file:

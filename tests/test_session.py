@@ -1,5 +1,7 @@
 """The SMTP session against a live server: exact replies, state machine, DATA rules."""
 
+import os
+import random
 import smtplib
 import threading
 
@@ -7,6 +9,7 @@ import pytest
 from wire import SMUGGLING, RawClient
 
 from smtpd_lite import SMTPError, SMTPServer
+from smtpd_lite.session import new_queue_id
 from smtpd_lite.testing import capture
 
 
@@ -631,3 +634,29 @@ def test_subclass_adds_a_verb(mail):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_queue_ids_do_not_repeat_when_the_application_seeds_random(mail, client):
+    for _ in range(2):
+        random.seed(7)          # an application's own seeding must not reach our ids
+        client.command("MAIL FROM:<a@example.com>")
+        client.command("RCPT TO:<b@example.com>")
+        client.command("DATA")
+        client.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+        assert client.reply().startswith("250 ")
+    first, second = mail.wait_for(2)
+    assert first.queue_id != second.queue_id
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_worker_draws_other_queue_ids_than_its_parent():
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:                  # pragma: no cover - runs in the child
+        os.write(writer, new_queue_id().encode())
+        os._exit(0)
+    os.close(writer)
+    os.waitpid(child, 0)
+    with os.fdopen(reader, "rb") as pipe:
+        from_child = pipe.read().decode()
+    assert from_child != new_queue_id()
