@@ -54,13 +54,14 @@ def run_session(server, payload):
     for helper in helpers:
         helper.start()
     started = time.perf_counter()
-    Session(ours, ("127.0.0.1", 40000), server)
-    elapsed = time.perf_counter() - started
-    ours.close()
-    for helper in helpers:
-        helper.join()
-    theirs.close()
-    return elapsed
+    try:
+        Session(ours, ("127.0.0.1", 40000), server)
+        return time.perf_counter() - started
+    finally:
+        ours.close()            # ends the helpers even if the session failed
+        for helper in helpers:
+            helper.join(10)
+        theirs.close()
 
 
 def _drain(sock):

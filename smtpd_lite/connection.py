@@ -70,16 +70,16 @@ class LineTooLong(Exception):
 class Connection:
     """Buffered reads and writes on ``sock`` with a ``timeout`` in seconds (0: none).
 
-    ``busy_poll`` is the most seconds to spin before a read sleeps (0: never),
+    ``busy_poll_seconds`` is the most to spin before a read sleeps (0: never),
     and only while ``may_poll()`` says that nothing else needs the CPU.
     """
 
-    def __init__(self, sock: socket.socket, timeout: float, busy_poll: float = 0,
-                 may_poll: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self, sock: socket.socket, timeout: float, busy_poll_seconds: float,
+                 may_poll: Callable[[], bool]) -> None:
         self.sock = sock
         self.timeout = timeout
-        self.busy_poll = busy_poll
-        self._poll_budget = busy_poll
+        self.busy_poll_seconds = busy_poll_seconds
+        self._poll_budget = busy_poll_seconds
         self._may_poll = may_poll
         self.buffer = bytearray()
         self._output: list[bytes] = []
@@ -139,12 +139,14 @@ class Connection:
                 remaining = self._deadline - time.monotonic()
                 if remaining <= 0:
                     raise SessionTimeout()
-            if polled_at is None and self.busy_poll and self._kernel_timeouts \
+            if polled_at is None and self.busy_poll_seconds and self._kernel_timeouts \
                     and self._may_poll():
                 polled_at = time.perf_counter()
-                data = self._poll(size, polled_at) if self._poll_budget else None
-                if data is not None:
-                    return self._received(data)
+                if self._poll_budget:
+                    data = self._poll(size, polled_at, min(self._poll_budget, remaining or 1e9))
+                    if data is not None:
+                        return self._received(data)
+                    continue            # the deadline again, after the spin
             if not self._kernel_timeouts:
                 self.sock.settimeout(remaining)
             elif remaining is not None and remaining < 0.9 * (self._receive_wait or 1e9):
@@ -172,10 +174,9 @@ class Connection:
             self._progress(data)
         return data
 
-    def _poll(self, size: int, started: float) -> bytes | None:
-        """Spin on a non-blocking recv for the poll budget; None if nothing came."""
+    def _poll(self, size: int, started: float, budget: float) -> bytes | None:
+        """Spin on a non-blocking recv for ``budget`` seconds; None if nothing came."""
         recv = self.sock.recv
-        budget = self._poll_budget
         while True:
             try:
                 return recv(size, _DONTWAIT)
@@ -187,12 +188,12 @@ class Connection:
 
     def _adapt_poll_budget(self, waited: float) -> None:
         """After a read that slept: more budget if input came soon after, less if not."""
-        if waited < self.busy_poll:
-            self._poll_budget = min(max(self._poll_budget * 2, self.busy_poll / 4),
-                                    self.busy_poll)
+        most = self.busy_poll_seconds
+        if waited < most:
+            self._poll_budget = min(max(self._poll_budget * 2, most / 4), most)
         else:
             self._poll_budget /= 2
-            if self._poll_budget < self.busy_poll / 4:
+            if self._poll_budget < most / 4:
                 self._poll_budget = 0
 
     # -- reading -------------------------------------------------------------

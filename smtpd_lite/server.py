@@ -191,32 +191,40 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         try:
             self._pool.submit(self.process_request_thread, request, client_address)
         except BaseException:       # no thread could be started
-            self._release_connection()
+            self._release_connection(client_address)
             raise
 
     def _take_slot(self, client_address: Any) -> tuple[str, str] | None:
         """Count a new connection; or (reply, reason) to refuse it without a thread."""
         limit = self.settings.max_connections
-        per_address = self.settings.max_connections_per_ip
+        address = self._counted_address(client_address)
         with self._sessions_changed:
             if self._closing:
                 return replies.SHUTTING_DOWN, "shutting down"
             if limit and self._connections >= limit:
                 return replies.TOO_MANY_CONNECTIONS, "too many connections"
-            # Sessions count themselves per address (admit()).  Behind a
-            # PROXY-protocol balancer the client is only known from the
-            # header, so there the session's own check is the only one.
-            if per_address and not self.settings.proxy_protocol and \
-                    self._per_address[peer_address(client_address)[0]] >= per_address:
-                return replies.TOO_MANY_CONNECTIONS, "too many connections from this address"
+            if address is not None:
+                if self._per_address[address] >= self.settings.max_connections_per_ip:
+                    return replies.TOO_MANY_CONNECTIONS, "too many connections from this address"
+                self._per_address[address] += 1
             self._connections += 1
         return None
+
+    def _counted_address(self, client_address: Any) -> str | None:
+        """The address a connection counts against at accept, if any.
+
+        Behind a PROXY-protocol balancer the client is only known from the
+        header, so there the session counts itself (:meth:`admit`).
+        """
+        if not self.settings.max_connections_per_ip or self.settings.proxy_protocol:
+            return None
+        return peer_address(client_address)[0]
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._release_connection()
+            self._release_connection(client_address)
 
     def shutdown_request(self, request: Any) -> None:
         # socketserver shuts down before closing because makefile() objects
@@ -228,9 +236,17 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         """True while a single connection is open (a read of one int, no lock)."""
         return self._connections == 1
 
-    def _release_connection(self) -> None:
+    def _release_connection(self, client_address: Any) -> None:
+        address = self._counted_address(client_address)
         with self._sessions_changed:
             self._connections -= 1
+            if address is not None:
+                self._uncount(address)
+
+    def _uncount(self, address: str) -> None:
+        self._per_address[address] -= 1
+        if not self._per_address[address]:
+            del self._per_address[address]
 
     def refuse(self, request: socket.socket, reply: str) -> None:
         """Send one reply without blocking, then close (no thread needed).
@@ -256,11 +272,17 @@ class SMTPServer(socketserver.ThreadingTCPServer):
             session.stop()
 
     def admit(self, session: SMTPSession) -> bool:
-        """Count ``session`` against its client address; False if over the limit."""
+        """Behind PROXY protocol, count ``session`` against the client address
+        its header named; False if that address is over the limit.
+
+        Other connections were counted when they were accepted.
+        """
         limit = self.settings.max_connections_per_ip
+        if not limit or not self.settings.proxy_protocol:
+            return True
         address = session.peer[0]
         with self._sessions_changed:
-            if limit and self._per_address[address] >= limit:
+            if self._per_address[address] >= limit:
                 return False
             self._per_address[address] += 1
             session.admitted = True
@@ -270,9 +292,7 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         with self._sessions_changed:
             self._sessions.discard(session)
             if getattr(session, "admitted", False):
-                self._per_address[session.peer[0]] -= 1
-                if not self._per_address[session.peer[0]]:
-                    del self._per_address[session.peer[0]]
+                self._uncount(session.peer[0])
             self._sessions_changed.notify_all()
 
     def server_close(self) -> None:

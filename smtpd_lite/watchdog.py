@@ -74,6 +74,8 @@ class Watchdog:
         """End the thread (pending callbacks are dropped); it restarts on demand."""
         with self._changed:
             thread, self._thread = self._thread, None
+            for item in self._heap:     # a late cancel() of these is not counted
+                item[2].callback = None
             self._heap.clear()
             self._cancelled = 0
             self._wake_at = math.inf

@@ -62,6 +62,29 @@ def test_per_address_refusals_start_no_session():
         assert len(sessions) == 3
 
 
+def test_per_address_limit_counts_connections_still_in_their_tls_handshake(certificates):
+    """Held in the handshake, a connection is not admitted yet: it must count anyway."""
+    sessions = []
+
+    class CountedSession(SMTPSession):
+        def setup(self):
+            sessions.append(self.client_address)
+            super().setup()
+
+    with capture(max_connections_per_ip=1, implicit_tls=True, tls_context=certificates.context,
+                 RequestHandlerClass=CountedSession) as mail:
+        stalled = [socket.create_connection((mail.host, mail.port)) for _ in range(6)]
+        try:
+            assert wait_until(lambda: len(sessions) >= 1)
+            for connection in stalled[1:]:     # refused: closed without a word
+                connection.settimeout(5)
+                assert connection.recv(1) == b""
+            assert len(sessions) == 1
+        finally:
+            for connection in stalled:
+                connection.close()
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity")
 def test_pin_cpu_runs_the_sessions_on_one_core_and_leaves_other_threads_alone():
     allowed = os.sched_getaffinity(0)

@@ -273,3 +273,14 @@ def test_busy_polling_keeps_the_command_deadline():
     elapsed, reply = result.stdout.split(" ", 1)
     assert reply.startswith("421 4.4.2 ")
     assert float(elapsed) < 1.5
+
+
+@needs_two_cpus
+def test_a_poll_budget_longer_than_the_deadline_stops_at_the_deadline():
+    with capture(busy_poll=3000000, timeout=0.3) as mail:
+        client = RawClient(mail.host, mail.port)
+        assert client.reply().startswith("220 ")
+        started = time.monotonic()
+        assert client.reply().startswith("421 4.4.2 ")     # silence: the deadline passes
+        assert time.monotonic() - started < 2
+        client.close()

@@ -84,3 +84,12 @@ def test_cancelling_an_entry_that_already_fired_changes_nothing(watchdog):
     assert fired.wait(5)
     watchdog.cancel(entry)          # deliver() cancels after a late handler returns
     assert watchdog._cancelled == 0
+
+
+def test_cancelling_entries_dropped_by_stop_changes_nothing():
+    dog = Watchdog()
+    entries = [dog.watch(60, lambda: None) for _ in range(5)]
+    dog.stop()
+    for entry in entries:           # handlers that return after shutdown
+        dog.cancel(entry)
+    assert dog._cancelled == 0
