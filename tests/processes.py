@@ -10,7 +10,13 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 REPOSITORY = Path(__file__).resolve().parents[1]
+
+needs_two_cpus = pytest.mark.skipif(
+    len(getattr(os, "sched_getaffinity", lambda pid: ())(0)) < 2,
+    reason="needs two CPUs and os.sched_getaffinity")
 
 
 def free_port():

@@ -13,6 +13,7 @@ from processes import (
     ServerProcess,
     environment,
     free_port,
+    needs_two_cpus,
     proc_status,
     smtpd_lite_command,
     start_cli,
@@ -93,8 +94,7 @@ def _cores_of_threads(pid):
             for task in os.listdir("/proc/%d/task" % pid)]
 
 
-@pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda pid: ())(0)) < 2,
-                    reason="needs two cores and os.sched_getaffinity")
+@needs_two_cpus
 def test_pin_cpu_flag_puts_the_serving_threads_on_one_core(cli):
     server, port = cli("--sink", "--pin-cpu")
     with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:     # a session thread is alive

@@ -51,12 +51,16 @@ def test_per_address_refusals_start_no_session():
             super().setup()
 
     with capture(max_connections_per_ip=2, RequestHandlerClass=CountedSession) as mail:
+        submitted = []
+        submit = mail.server._pool.submit
+        mail.server._pool.submit = lambda *args: (submitted.append(args), submit(*args))[1]
         held = [greeted(mail)[0] for _ in range(2)]
         for _ in range(20):
             extra, reply = greeted(mail)
             assert reply == "421 4.7.0 %s Error: too many connections" % mail.server.hostname
             assert extra.closed()
         assert len(sessions) == 2
+        assert len(submitted) == 2          # no thread was even asked for
         held.pop().command("QUIT")
         assert wait_until(lambda: greeted(mail)[1].startswith("220 "))
         assert len(sessions) == 3

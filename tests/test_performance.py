@@ -3,6 +3,7 @@ per line, per connection and per large message.  The ratios are bench/'s job."""
 
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -10,18 +11,15 @@ import threading
 import time
 
 import pytest
-from processes import proc_status
+from processes import ServerProcess, needs_two_cpus, proc_status
 from wire import RawClient
 
 from smtpd_lite import data as data_module
+from smtpd_lite import session as session_module
 from smtpd_lite.data import DataAssembler
 from smtpd_lite.testing import capture
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_proc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-needs_two_cpus = pytest.mark.skipif(
-    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
-    reason="busy polling needs a second CPU for the client")
 
 
 def _lines_run_in(module, work):
@@ -71,9 +69,10 @@ def _deliver(client, size):
     assert client.reply().startswith("250 ")
 
 
-def test_a_session_does_no_dns_and_makes_no_log_records(monkeypatch):
-    lookups, records = [], []
+def test_a_session_does_no_dns_and_formats_nothing_for_the_logs(monkeypatch):
+    lookups, records, formatted = [], [], []
     factory = logging.getLogRecordFactory()
+    test_thread = threading.current_thread()
 
     def counting_factory(*args, **kwargs):
         record = factory(*args, **kwargs)
@@ -81,11 +80,19 @@ def test_a_session_does_no_dns_and_makes_no_log_records(monkeypatch):
             records.append(record.getMessage())
         return record
 
-    with capture() as mail:
-        for name in ("gethostbyaddr", "getfqdn", "gethostbyname", "getnameinfo"):
+    # Every log line of a session names its peer through _format_peer, and
+    # the protocol trace redacts through _redact: a call is formatting work.
+    for name in ("_format_peer", "_redact"):
+        original = getattr(session_module, name)
+        monkeypatch.setattr(session_module, name, lambda *args, _original=original, _name=name: (
+            formatted.append(_name), _original(*args))[1])
+    with capture(log_protocol=True) as mail:        # but the protocol logger is not at DEBUG
+        for name in ("gethostbyaddr", "getfqdn", "gethostbyname", "gethostbyname_ex",
+                     "getnameinfo", "getaddrinfo"):
             original = getattr(socket, name)
             monkeypatch.setattr(socket, name, lambda *args, _original=original, _name=name: (
-                lookups.append(_name), _original(*args))[1])
+                threading.current_thread() is test_thread or lookups.append(_name),
+                _original(*args))[1])           # the test's own client resolves too
         logging.setLogRecordFactory(counting_factory)
         try:
             for _ in range(3):
@@ -97,7 +104,8 @@ def test_a_session_does_no_dns_and_makes_no_log_records(monkeypatch):
             logging.setLogRecordFactory(factory)
         assert len(mail.wait_for(3)) == 3
     assert lookups == []
-    assert records == []        # debug and info are off: nothing formatted, nothing built
+    assert records == []        # debug and info are off: no record built
+    assert formatted == []      # ... and no message prepared for one
 
 
 SERVER = """
@@ -113,24 +121,20 @@ server.serve_forever()
 
 def _peak_growth_per_octet(mode, size):
     """(peak − idle RSS) of a server receiving one ``size``-octet message, per octet."""
-    process = subprocess.Popen([sys.executable, "-c", SERVER, mode], cwd=ROOT,
-                               env=dict(os.environ, PYTHONPATH=ROOT),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    server = ServerProcess([sys.executable, "-c", SERVER, mode])
+    pid = server.process.pid
     try:
-        port = int(process.stdout.readline())
+        port = int(server.line())
         warm = RawClient("127.0.0.1", port, timeout=30)
         assert warm.reply().startswith("220 ")
         _deliver(warm, 2 << 20)                 # code paths and buffers warmed up
-        with open("/proc/%d/clear_refs" % process.pid, "w") as clear:
+        with open("/proc/%d/clear_refs" % pid, "w") as clear:
             clear.write("5")                    # VmHWM starts again from VmRSS
-        idle = int(proc_status(process.pid)["VmRSS"])
+        idle = int(proc_status(pid)["VmRSS"])
         _deliver(warm, size)
-        return (int(proc_status(process.pid)["VmHWM"]) - idle) * 1024 / size
+        return (int(proc_status(pid)["VmHWM"]) - idle) * 1024 / size
     finally:
-        process.kill()
-        process.wait()
-        process.stdout.close()
-        process.stderr.close()
+        server.close()
 
 
 @needs_proc
@@ -216,17 +220,13 @@ server.serve_forever()
 @needs_proc
 @needs_two_cpus
 def test_a_server_confined_to_one_cpu_does_not_busy_poll():
-    server = subprocess.Popen([sys.executable, "-c", ONE_CPU_SERVER, os.path.dirname(__file__)],
-                              cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-                              stdout=subprocess.PIPE)
+    server = ServerProcess([sys.executable, "-c", ONE_CPU_SERVER, os.path.dirname(__file__)])
     try:
-        port = server.stdout.readline().decode().strip()
+        port = server.line()
         result = subprocess.run([sys.executable, "-c", PING_PONG, port, "200", "0"],
                                 capture_output=True, text=True, timeout=60, check=True)
     finally:
-        server.kill()
-        server.wait()
-        server.stdout.close()
+        server.close()
     assert int(result.stdout.split()[0]) >= 190
 
 
@@ -284,3 +284,47 @@ def test_a_poll_budget_longer_than_the_deadline_stops_at_the_deadline():
         assert client.reply().startswith("421 4.4.2 ")     # silence: the deadline passes
         assert time.monotonic() - started < 2
         client.close()
+
+
+def test_a_session_compiles_no_regular_expressions(monkeypatch):
+    compiled = []
+    package = os.path.dirname(session_module.__file__)
+    original = re._compile
+
+    def counting_compile(*args):
+        caller = sys._getframe(2).f_code.co_filename      # past re.compile, re.match ...
+        if os.path.dirname(caller) == package:
+            compiled.append(args[0])
+        return original(*args)
+
+    with capture(auth_handler=lambda *args: True, auth_allow_plaintext=True,
+                 vrfy_handler=lambda peer, address: None) as mail:
+        monkeypatch.setattr(re, "_compile", counting_compile)
+        client = RawClient(mail.host, mail.port)
+        assert client.reply().startswith("220 ")
+        for command in ("EHLO client.example", "AUTH PLAIN AGF1c2VyAHNlY3JldA==",
+                        "VRFY someone", "NOOP", "HELP",
+                        'MAIL FROM:<"quoted local"@example.com> SIZE=100 BODY=8BITMIME',
+                        "RCPT TO:<b@[127.0.0.1]> NOTIFY=SUCCESS ORCPT=rfc822;b@example.com",
+                        "RSET", "MAIL FROM:<a@example.com>", "RCPT TO:<b@example.com>"):
+            assert client.command(command)[:1] in ("2", "3"), command
+        client.send(b"BDAT 5 LAST\r\nhello")
+        assert client.reply().startswith("250 ")
+        _deliver(client, 10000)
+        client.close()
+        assert len(mail.wait_for(2)) == 2
+    assert compiled == []
+
+
+def test_a_session_hands_message_content_to_the_assembler_in_buffers(monkeypatch):
+    fed = []
+    original = DataAssembler.feed
+    monkeypatch.setattr(DataAssembler, "feed", lambda self, data: (
+        fed.append(len(data)), original(self, data))[1])
+    with capture() as mail:
+        client = RawClient(mail.host, mail.port)
+        assert client.reply().startswith("220 ")
+        _deliver(client, 4 << 20)          # 4 MiB of 78-octet lines: 53773 lines
+        client.close()
+        assert len(mail.wait_for(1)) == 1
+    assert len(fed) < 2000, "%d calls for 53773 lines" % len(fed)

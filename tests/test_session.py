@@ -653,8 +653,10 @@ def test_a_forked_worker_draws_other_queue_ids_than_its_parent():
     reader, writer = os.pipe()
     child = os.fork()
     if child == 0:                  # pragma: no cover - runs in the child
-        os.write(writer, new_queue_id().encode())
-        os._exit(0)
+        try:
+            os.write(writer, new_queue_id().encode())
+        finally:
+            os._exit(0)             # never back into pytest
     os.close(writer)
     os.waitpid(child, 0)
     with os.fdopen(reader, "rb") as pipe:

@@ -6,10 +6,9 @@ import smtplib
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
-from processes import free_port, wait_until
+from processes import free_port, needs_two_cpus, wait_until
 
 import smtpd_lite
 
@@ -21,6 +20,9 @@ SCRIPT = (
     "import os, sys, time, smtpd_lite\n"
     "log = sys.argv[2]\n"
     "def handler(peer, mailfrom, rcpttos, data):\n"
+    "    if rcpttos[0].startswith('slow'):\n"
+    "        with open(log + '.started', 'a') as out:\n"
+    "            out.write('%d\\n' % os.getpid())\n"
     "    time.sleep(1 if rcpttos[0].startswith('slow') else 0.05)\n"
     "    with open(log, 'a') as out:\n"
     "        out.write('%d %s\\n' % (os.getpid(), rcpttos[0]))\n"
@@ -34,11 +36,16 @@ def _children(pid):
 
 
 def _kill_tree(process):
-    """Kill the parent and its workers (a failed test must not leave workers running)."""
-    if process.poll() is None:
-        for child in _children(process.pid):
-            os.kill(child, signal.SIGKILL)
-    process.kill()
+    """Kill the parent and its workers (a failed test must not leave workers running).
+
+    The parent leads a session of its own (``start_new_session``), so one
+    signal reaches every process in it, before the parent could fork again.
+    """
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:      # all of them have exited
+        pass
+    process.wait()
 
 
 def _send_many(port, count, prefix):
@@ -67,7 +74,8 @@ def test_workers_share_load_restart_and_drain(tmp_path):
     port = free_port()
     log = tmp_path / "deliveries"
     process = subprocess.Popen([sys.executable, "-c", SCRIPT, "127.0.0.1:%d" % port, str(log)],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
     try:
         assert wait_until(lambda: len(_children(process.pid)) == 2)
         first = _children(process.pid)
@@ -94,7 +102,8 @@ def test_workers_share_load_restart_and_drain(tmp_path):
         in_flight = [threading.Thread(target=send_slow, args=(n,)) for n in range(4)]
         for thread in in_flight:
             thread.start()
-        time.sleep(0.5)
+        started = tmp_path / "deliveries.started"
+        assert wait_until(lambda: len(_lines(started)) == 4, timeout=15)
         process.send_signal(signal.SIGTERM)
         for thread in in_flight:
             thread.join(15)
@@ -112,7 +121,8 @@ def test_cli_workers_flag(tmp_path):
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "smtpd_lite", "--workers", "2", "--sink",
                                 "--listen", "127.0.0.1:%d" % port], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
     try:
         assert wait_until(lambda: len(_children(process.pid)) == 2)
         _send_many(port, 10, "c")
@@ -147,13 +157,13 @@ PINNED = (
     "smtpd_lite.serve(sys.argv[1], handler, workers=2, pin_cpu=True)\n")
 
 
-@pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda pid: ())(0)) < 2,
-                    reason="needs two cores and os.sched_getaffinity")
+@needs_two_cpus
 def test_pinned_workers_take_one_core_each_and_a_replacement_takes_its_core(tmp_path):
     port = free_port()
     log = tmp_path / "deliveries"
     process = subprocess.Popen([sys.executable, "-c", PINNED, "127.0.0.1:%d" % port, str(log)],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
 
     def cores_by_worker():
         cores = {}
