@@ -154,14 +154,14 @@ def run_load(host, port, threads, messages, size, time_limit, timeout=10.0):
         "wanted": messages,
         "elapsed": elapsed,
         "msg_per_s": len(latencies) / elapsed if elapsed else 0.0,
-        "p50_ms": _ms(percentile(latencies, 0.50)),
-        "p99_ms": _ms(percentile(latencies, 0.99)),
+        "p50_ms": ms(percentile(latencies, 0.50)),
+        "p99_ms": ms(percentile(latencies, 0.99)),
         "errors": len(errors) + (1 if timed_out else 0),
         "error_samples": errors[:5] + (["time limit reached"] if timed_out else []),
     }
 
 
-def _ms(seconds):
+def ms(seconds):
     return None if seconds is None else seconds * 1000.0
 
 

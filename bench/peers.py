@@ -328,8 +328,7 @@ def _lite_cli_servers(python, probe):
     return servers
 
 
-def build_servers(lite_python, with_go=True, wanted=("aiosmtpd", "stdlib", "smtp-sink"),
-                  with_smtp_source=True):
+def build_servers(lite_python, wanted, with_smtp_source=True):
     """Set up what is missing (cached) and return (postfix tools, servers).
 
     Only the peers in ``wanted`` are set up; Postfix is fetched for smtp-sink or
@@ -390,7 +389,7 @@ def build_servers(lite_python, with_go=True, wanted=("aiosmtpd", "stdlib", "smtp
         servers.append(Server("smtp-sink", "Postfix smtp-sink", reason=str(error)))
 
     try:
-        if not with_go:
+        if "go" not in wanted:
             raise Unavailable("not requested")
         binary = setup_go_sink()
         servers.append(Server("go", "Go mhale/smtpd",

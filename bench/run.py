@@ -61,11 +61,12 @@ PARAMS = {
 }
 
 SCENARIO_ORDER = ["a", "b", "c", "d", "big", "idle", "py"]
+THROUGHPUT = ("a", "b", "c", "d")        # driven by smtp-source
 # Column order; "lite-w2" only runs scenario c, "lite-spool" only the big message,
 # "lite-pin" the throughput scenarios.
 SERVER_ORDER = ["lite", "lite-pin", "lite-spool", "lite-cli", "lite-w2", "aiosmtpd", "stdlib",
                 "smtp-sink", "go"]
-ONLY_IN = {"lite-w2": {"c"}, "lite-spool": {"big"}, "lite-pin": {"a", "b", "c", "d"}}
+ONLY_IN = {"lite-w2": {"c"}, "lite-spool": {"big"}, "lite-pin": set(THROUGHPUT)}
 README = os.path.join(peers.BENCH_DIR, "README.md")
 KEEP_RUNS = 20           # server logs and results of older runs are deleted
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -91,6 +92,9 @@ def parse_args(argv):
                         help="prepare the cached peers and tools, then stop")
     parser.add_argument("--update-readme", action="store_true",
                         help="write the table into bench/README.md's Latest results")
+    parser.add_argument("--output-dir", default=peers.CACHE_DIR, metavar="DIR",
+                        help="where results/ and logs/ go (default bench/.cache; the last "
+                             "%d runs are kept)" % KEEP_RUNS)
     parser.add_argument("--render", metavar="RESULTS_JSON",
                         help="do not run: print the table of a saved run (bench/.cache/"
                              "results/*.json), for the servers picked with --servers")
@@ -135,7 +139,7 @@ def run_one(scenario, server, params, tools, bodies, log_dir):
     limit = params["time_limit"]
     with scenarios.ServerProcess(server, log_dir) as process:
         spec = params[scenario]
-        if scenario in ("a", "b", "c", "d"):
+        if scenario in THROUGHPUT:
             return scenarios.throughput(process, tools, spec["sessions"], spec["messages"],
                                         spec["reuse"], 1024, limit,
                                         params["warmup_messages"])
@@ -202,16 +206,17 @@ def main(argv=None):
     fd_limit = raise_fd_limit()
     started = time.monotonic()
 
+    wanted = [key for key in args.servers if not (args.no_go and key == "go")]
     tools, servers = peers.build_servers(
-        args.python, with_go=not args.no_go and "go" in args.servers, wanted=args.servers,
-        with_smtp_source=any(scenario in "abcd" for scenario in args.scenarios))
+        args.python, wanted,
+        with_smtp_source=any(scenario in THROUGHPUT for scenario in args.scenarios))
     servers.sort(key=lambda server: SERVER_ORDER.index(server.key))
     for server in servers:
         state = "ready" if server.available else "skipped: " + server.reason
         print("[setup] %-28s %s" % (server.label, state), file=sys.stderr)
     if args.setup_only:
         return 0
-    if tools is None and any(scenario in "abcd" for scenario in args.scenarios):
+    if tools is None and any(scenario in THROUGHPUT for scenario in args.scenarios):
         print("[setup] smtp-source unavailable: scenarios a-d will be skipped", file=sys.stderr)
     if "idle" in args.scenarios and fd_limit < 2 * params["idle"]["connections"] + 64:
         print("[setup] warning: open-file limit %d is low for the idle scenario" % fd_limit,
@@ -220,8 +225,8 @@ def main(argv=None):
     selected = [server for server in servers if server.key in args.servers]
     runnable = [server for server in selected if server.available]
     bodies = {"big": make_body(params["big"]["size"])} if "big" in args.scenarios else {}
-    results_dir = os.path.join(peers.CACHE_DIR, "results")
-    log_dir = os.path.join(peers.CACHE_DIR, "logs")
+    results_dir = os.path.join(args.output_dir, "results")
+    log_dir = os.path.join(args.output_dir, "logs")
     os.makedirs(results_dir, exist_ok=True)
     os.makedirs(log_dir, exist_ok=True)
     for old_run in sorted(os.listdir(log_dir))[:-KEEP_RUNS]:

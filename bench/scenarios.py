@@ -15,7 +15,7 @@ import tempfile
 import time
 
 import procstat
-from loadgen import SMTPClient, SMTPReplyError, _ms, make_body, percentile
+from loadgen import SMTPClient, SMTPReplyError, make_body, ms, percentile
 
 HOST = "127.0.0.1"
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -265,10 +265,10 @@ def idle_connections(server_process, connections, probes, time_limit):
         "not_greeted": not_greeted,
         "rss_per_conn_kb": ((rss_held - rss_before) / len(held) / 1024) if held else None,
         "rss_held_mb": rss_held / 2**20,
-        "probe_p50_ms": _ms(percentile(probe_latencies, 0.50)),
-        "probe_p99_ms": _ms(percentile(probe_latencies, 0.99)),
-        "noop_p50_ms": _ms(percentile(noop_latencies, 0.50)),
-        "noop_p99_ms": _ms(percentile(noop_latencies, 0.99)),
+        "probe_p50_ms": ms(percentile(probe_latencies, 0.50)),
+        "probe_p99_ms": ms(percentile(probe_latencies, 0.99)),
+        "noop_p50_ms": ms(percentile(noop_latencies, 0.50)),
+        "noop_p99_ms": ms(percentile(noop_latencies, 0.99)),
         "errors": probe_errors + noop_errors + not_greeted,
     }
 
