@@ -70,12 +70,22 @@ def _lines(path):
     return path.read_text().split("\n")[:-1] if path.exists() else []
 
 
-def test_workers_share_load_restart_and_drain(tmp_path):
+def _start_parent(*arguments):
+    """(``python ARGUMENTS``, port), ``{address}`` standing for a free one.
+
+    The parent leads a process session of its own, for :func:`_kill_tree`.
+    """
     port = free_port()
+    arguments = ["127.0.0.1:%d" % port if argument == "{address}" else argument
+                 for argument in arguments]
+    process = subprocess.Popen([sys.executable, *arguments], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, start_new_session=True)
+    return process, port
+
+
+def test_workers_share_load_restart_and_drain(tmp_path):
     log = tmp_path / "deliveries"
-    process = subprocess.Popen([sys.executable, "-c", SCRIPT, "127.0.0.1:%d" % port, str(log)],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               start_new_session=True)
+    process, port = _start_parent("-c", SCRIPT, "{address}", str(log))
     try:
         assert wait_until(lambda: len(_children(process.pid)) == 2)
         first = _children(process.pid)
@@ -118,11 +128,8 @@ def test_workers_share_load_restart_and_drain(tmp_path):
 
 
 def test_cli_workers_flag(tmp_path):
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "smtpd_lite", "--workers", "2", "--sink",
-                                "--listen", "127.0.0.1:%d" % port], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               start_new_session=True)
+    process, port = _start_parent("-m", "smtpd_lite", "--workers", "2", "--sink",
+                                  "--listen", "{address}")
     try:
         assert wait_until(lambda: len(_children(process.pid)) == 2)
         _send_many(port, 10, "c")
@@ -159,11 +166,8 @@ PINNED = (
 
 @needs_two_cpus
 def test_pinned_workers_take_one_core_each_and_a_replacement_takes_its_core(tmp_path):
-    port = free_port()
     log = tmp_path / "deliveries"
-    process = subprocess.Popen([sys.executable, "-c", PINNED, "127.0.0.1:%d" % port, str(log)],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               start_new_session=True)
+    process, port = _start_parent("-c", PINNED, "{address}", str(log))
 
     def cores_by_worker():
         cores = {}
