@@ -123,6 +123,20 @@ def test_every_public_name_and_keyword_extra_is_documented(built_docs):
     assert not missing, "names missing from docs/api.rst: %s" % missing
 
 
+def test_spare_thread_figures_in_the_docs_are_the_class_attributes():
+    # They are class attributes, not options, so no table generates them.
+    found = []
+    for page in ("api.rst", "operations.rst", "security.rst"):
+        text = (DOCS / page).read_text()
+        for name in ("spare_threads", "spare_thread_timeout"):
+            pattern = r"%s``\s+\((\d+)|attribute:: %s\s+:value: (\d+)" % (name, name)
+            for match in re.finditer(pattern, text):
+                found.append((page, name, int(match.group(1) or match.group(2))))
+    assert len(found) >= 6
+    for page, name, figure in found:
+        assert figure == getattr(smtpd_lite.SMTPServer, name), (page, name)
+
+
 @pytest.mark.parametrize("example", sorted(
     path.name for path in EXAMPLES.glob("*.py") if path.name not in QUICKSTART_EXAMPLES))
 def test_example_runs(example):
