@@ -341,6 +341,12 @@ def build_servers(lite_python, wanted, with_smtp_source=True):
     probe = probe_smtpd_lite(lite_python)
     servers += _lite_api_servers(lite_python, probe)
     servers += _lite_cli_servers(lite_python, probe)
+    bare_sink = os.path.join(SINKS_DIR, "bare_threads_sink.py")
+    servers.append(Server("bare", "bare threads (reference)",
+                          lambda host, port: [lite_python, bare_sink, host, str(port)]))
+    servers.append(Server("bare-2", "bare threads, 2 processes (reference)",
+                          lambda host, port: [lite_python, bare_sink, host, str(port),
+                                              "--processes", "2"]))
 
     python311, python311_error = None, "not requested"
     if "aiosmtpd" in wanted or "stdlib" in wanted:

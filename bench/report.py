@@ -140,7 +140,7 @@ def render(results, scenarios, servers, meta, titles):
         lines.append("|---|---|---|")
         for target, measured, verdict in evaluate_targets(summary, servers):
             lines.append("| %s | %s | %s |" % (target, measured, verdict))
-    notes = _notes(summary, servers)
+    notes = _notes(summary, servers) + _c_and_workers_note(summary)
     if notes:
         lines.append("")
         lines += notes
@@ -166,6 +166,20 @@ def _notes(summary, servers):
                                 entry["errors"] + len(entry["failed"]),
                                 "; ".join(sorted(set(samples))[:2])[:300]))
     return notes
+
+
+def _c_and_workers_note(summary):
+    """What the c and --workers 2 targets ask for together, against the most
+    two processes of the design card's shape reach here (the bare sink)."""
+    by_server = summary.get("c", {})
+    base = by_server.get(BASELINE, {}).get("median", {}).get("msg_per_s")
+    bare_two = by_server.get("bare-2", {}).get("median", {}).get("msg_per_s")
+    if not base or not bare_two:
+        return []
+    return ["- c: c ≥ 2.0× and `--workers 2` ≥ 1.6× the single process together need "
+            "`--workers 2` at ≥ 3.2× aiosmtpd (%.0f msg/s); two processes of the bare "
+            "sink, which does no SMTP work, reach %.2f× (%.0f msg/s) on this machine"
+            % (3.2 * base, bare_two / base, bare_two)]
 
 
 def evaluate_targets(summary, servers):

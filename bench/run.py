@@ -62,11 +62,13 @@ PARAMS = {
 
 SCENARIO_ORDER = ["a", "b", "c", "d", "big", "idle", "py"]
 THROUGHPUT = ("a", "b", "c", "d")        # driven by smtp-source
-# Column order; "lite-w2" only runs scenario c, "lite-spool" only the big message,
-# "lite-pin" the throughput scenarios.
-SERVER_ORDER = ["lite", "lite-pin", "lite-spool", "lite-cli", "lite-w2", "aiosmtpd", "stdlib",
-                "smtp-sink", "go"]
-ONLY_IN = {"lite-w2": {"c"}, "lite-spool": {"big"}, "lite-pin": set(THROUGHPUT)}
+# Column order; "lite-w2" and "bare-2" only run scenario c, "lite-spool" only the
+# big message, "lite-pin" and "bare" the throughput scenarios.  The bare sinks
+# are references, not peers: the shape of the design card doing no SMTP work.
+SERVER_ORDER = ["lite", "lite-pin", "lite-spool", "lite-cli", "lite-w2", "bare", "bare-2",
+                "aiosmtpd", "stdlib", "smtp-sink", "go"]
+ONLY_IN = {"lite-w2": {"c"}, "bare-2": {"c"}, "lite-spool": {"big"},
+           "lite-pin": set(THROUGHPUT), "bare": set(THROUGHPUT)}
 README = os.path.join(peers.BENCH_DIR, "README.md")
 KEEP_RUNS = 20           # server logs and results of older runs are deleted
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"

@@ -1,5 +1,6 @@
 """Test support: servers in child processes (the CLI, the stdlib's smtpd on 3.11)."""
 
+import importlib
 import os
 import queue
 import signal
@@ -13,6 +14,14 @@ from pathlib import Path
 import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+
+def bench_module(name):
+    """A module of bench/ (scripts that import each other by name, not a package)."""
+    bench = str(REPOSITORY / "bench")
+    if bench not in sys.path:
+        sys.path.append(bench)
+    return importlib.import_module(name)
+
 
 needs_two_cpus = pytest.mark.skipif(
     len(getattr(os, "sched_getaffinity", lambda pid: ())(0)) < 2,
@@ -43,19 +52,27 @@ def proc_status(path="self"):
         return {name: value.split()[0] for name, _, value in fields if value.split()}
 
 
-def wait_for_port(port, process=None, timeout=10.0):
-    """Wait until something accepts on 127.0.0.1:``port``; fail if ``process`` exits first."""
+def _accepts(port, exited, timeout):
+    """True once 127.0.0.1:``port`` accepts; False when ``exited()`` or ``timeout`` comes first."""
     deadline = time.monotonic() + timeout
-    while True:
+    while not exited():
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
+            return True
         except OSError:
-            if process is not None and process.poll() is not None:
-                raise AssertionError("the server exited: %r" % (process.communicate(),))
             if time.monotonic() > deadline:
-                raise AssertionError("nothing listens on port %d" % port)
+                return False
             time.sleep(0.05)
+    return False
+
+
+def wait_for_port(port, process=None, timeout=10.0):
+    """Wait until something accepts on 127.0.0.1:``port``; fail if ``process`` exits first."""
+    if _accepts(port, lambda: process is not None and process.poll() is not None, timeout):
+        return
+    if process is not None and process.poll() is not None:
+        raise AssertionError("the server exited: %r" % (process.communicate(),))
+    raise AssertionError("nothing listens on port %d" % port)
 
 
 def environment(**extra):
@@ -106,18 +123,10 @@ class ServerProcess:
         return "".join(lines)
 
     def wait_listening(self, port, timeout=10):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.close()
-        raise AssertionError("server did not listen on port %d; stderr: %s"
-                             % (port, "".join(self.stderr)))
+        if not _accepts(port, lambda: self.process.poll() is not None, timeout):
+            self.close()
+            raise AssertionError("server did not listen on port %d; stderr: %s"
+                                 % (port, "".join(self.stderr)))
 
     def stop(self, signum=signal.SIGTERM, timeout=10):
         """Send ``signum``, wait for the exit, return the exit status."""

@@ -7,10 +7,16 @@ measures and prints its table.  Speed targets are judged by full runs only.
 
 import os
 import re
+import signal
+import smtplib
+import socket
 import subprocess
 import sys
 
+from processes import bench_module, free_port, wait_for_port, wait_until
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+report = bench_module("report")
 
 
 def test_quick_run_measures_smtpd_lite(tmp_path):
@@ -25,3 +31,66 @@ def test_quick_run_measures_smtpd_lite(tmp_path):
     assert row is not None, result.stdout[-2000:]
     assert float(row.group(1)) > 0
     assert len(list((tmp_path / "results").glob("*.json"))) == 1
+
+
+def _processes_in_group(group):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[2]) == group:
+                found.append(int(entry))
+    return found
+
+
+def _read_replies(sock, count):
+    received = b""
+    while received.count(b"\r\n") < count:
+        chunk = sock.recv(4096)
+        assert chunk, received
+        received += chunk
+    return received.splitlines()
+
+
+def test_bare_reference_sink_takes_mail_in_two_processes():
+    """The reference sink answers what smtp-source and smtplib wait for,
+    --processes 2 really forks, and SIGTERM to the group ends both."""
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", "sinks",
+                                                          "bare_threads_sink.py"),
+                             "127.0.0.1", str(port), "--processes", "2"],
+                            start_new_session=True)
+    try:
+        wait_for_port(port, sink)
+        assert wait_until(lambda: len(_processes_in_group(sink.pid)) == 2)
+        for _ in range(3):          # reused session threads serve later connections
+            with smtplib.SMTP("127.0.0.1", port, timeout=5) as client:
+                assert client.ehlo()[0] == 250
+                refused = client.sendmail("a@example.com", ["b@example.com"],
+                                          b"Subject: x\r\n\r\nbody\r\n")
+                assert refused == {}
+                assert client.noop()[0] == 250
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            # An empty message: the terminator's CRLF is the DATA line's own.
+            raw.sendall(b"HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
+            assert _read_replies(raw, 5)[-1].startswith(b"354")
+            raw.sendall(b".\r\nQUIT\r\n")
+            assert [reply[:3] for reply in _read_replies(raw, 2)] == [b"250", b"221"]
+    finally:
+        os.killpg(sink.pid, signal.SIGTERM)
+        sink.wait(10)
+    assert wait_until(lambda: not _processes_in_group(sink.pid))
+
+
+def test_report_sets_the_c_and_workers_targets_against_two_bare_processes():
+    summary = {"c": {"aiosmtpd": {"median": {"msg_per_s": 2000.0}},
+                     "bare-2": {"median": {"msg_per_s": 5000.0}}}}
+    note, = report._c_and_workers_note(summary)
+    assert "≥ 3.2× aiosmtpd (6400 msg/s)" in note
+    assert "reach 2.50× (5000 msg/s)" in note
+    del summary["c"]["bare-2"]
+    assert report._c_and_workers_note(summary) == []

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from processes import ServerProcess, needs_two_cpus, proc_status
+from processes import ServerProcess, bench_module, needs_two_cpus, proc_status
 from wire import RawClient
 
 from smtpd_lite import data as data_module
@@ -19,6 +19,7 @@ from smtpd_lite import session as session_module
 from smtpd_lite.data import DataAssembler
 from smtpd_lite.testing import capture
 
+procstat = bench_module("procstat")
 needs_proc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 
@@ -128,11 +129,10 @@ def _peak_growth_per_octet(mode, size):
         warm = RawClient("127.0.0.1", port, timeout=30)
         assert warm.reply().startswith("220 ")
         _deliver(warm, 2 << 20)                 # code paths and buffers warmed up
-        with open("/proc/%d/clear_refs" % pid, "w") as clear:
-            clear.write("5")                    # VmHWM starts again from VmRSS
-        idle = int(proc_status(pid)["VmRSS"])
+        assert procstat.reset_peak_rss(pid)     # measured as bench/ measures it
+        idle = procstat.rss_bytes(pid)
         _deliver(warm, size)
-        return (int(proc_status(pid)["VmHWM"]) - idle) * 1024 / size
+        return (procstat.peak_rss_bytes(pid) - idle) / size
     finally:
         server.close()
 
