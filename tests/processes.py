@@ -15,6 +15,7 @@ import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
+
 def bench_module(name):
     """A module of bench/ (scripts that import each other by name, not a package)."""
     bench = str(REPOSITORY / "bench")

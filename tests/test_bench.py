@@ -9,11 +9,11 @@ import os
 import re
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 
 from processes import bench_module, free_port, wait_for_port, wait_until
+from wire import RawClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 report = bench_module("report")
@@ -47,15 +47,6 @@ def _processes_in_group(group):
     return found
 
 
-def _read_replies(sock, count):
-    received = b""
-    while received.count(b"\r\n") < count:
-        chunk = sock.recv(4096)
-        assert chunk, received
-        received += chunk
-    return received.splitlines()
-
-
 def test_bare_reference_sink_takes_mail_in_two_processes():
     """The reference sink answers what smtp-source and smtplib wait for,
     --processes 2 really forks, and SIGTERM to the group ends both."""
@@ -74,12 +65,15 @@ def test_bare_reference_sink_takes_mail_in_two_processes():
                                           b"Subject: x\r\n\r\nbody\r\n")
                 assert refused == {}
                 assert client.noop()[0] == 250
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw = RawClient("127.0.0.1", port)
+        try:
             # An empty message: the terminator's CRLF is the DATA line's own.
-            raw.sendall(b"HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
-            assert _read_replies(raw, 5)[-1].startswith(b"354")
-            raw.sendall(b".\r\nQUIT\r\n")
-            assert [reply[:3] for reply in _read_replies(raw, 2)] == [b"250", b"221"]
+            raw.send("HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
+            assert raw.replies(5)[-1].startswith("354")
+            raw.send(".\r\nQUIT\r\n")
+            assert [reply[:3] for reply in raw.replies(2)] == ["250", "221"]
+        finally:
+            raw.close()
     finally:
         os.killpg(sink.pid, signal.SIGTERM)
         sink.wait(10)
