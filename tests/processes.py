@@ -46,6 +46,43 @@ def wait_until(condition, timeout=5.0):
     return bool(condition())
 
 
+def start_process_group(argv):
+    """Popen ``argv`` (run in the repository) as the leader of a process session of
+    its own, so that :func:`kill_group` reaches every process it forks."""
+    return subprocess.Popen(argv, cwd=REPOSITORY, env=environment(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
+def kill_group(process):
+    """SIGKILL ``process`` and whatever it forked (a failed test leaves nothing running)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:      # all of them have exited
+        pass
+    process.wait()
+
+
+def children(pid):
+    """The pids of ``pid``'s children, ascending (Linux)."""
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as listing:
+        return sorted(int(child) for child in listing.read().split())
+
+
+def live_processes_in_group(group):
+    """The processes of process group ``group`` that have not exited (zombies left out)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[2]) == group:
+                found.append(int(entry))
+    return found
+
+
 def proc_status(path="self"):
     """``/proc/PATH/status`` (Linux) as {field: first value}; PATH is a pid or "self/task/TID"."""
     with open("/proc/%s/status" % path) as status:

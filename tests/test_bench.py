@@ -12,7 +12,16 @@ import smtplib
 import subprocess
 import sys
 
-from processes import bench_module, free_port, wait_for_port, wait_until
+from processes import (
+    bench_module,
+    children,
+    free_port,
+    kill_group,
+    live_processes_in_group,
+    start_process_group,
+    wait_for_port,
+    wait_until,
+)
 from wire import RawClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,31 +42,16 @@ def test_quick_run_measures_smtpd_lite(tmp_path):
     assert len(list((tmp_path / "results").glob("*.json"))) == 1
 
 
-def _processes_in_group(group):
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z" and int(fields[2]) == group:
-                found.append(int(entry))
-    return found
-
-
 def test_bare_reference_sink_takes_mail_in_two_processes():
     """The reference sink answers what smtp-source and smtplib wait for,
     --processes 2 really forks, and SIGTERM to the group ends both."""
     port = free_port()
-    sink = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", "sinks",
-                                                          "bare_threads_sink.py"),
-                             "127.0.0.1", str(port), "--processes", "2"],
-                            start_new_session=True)
+    sink = start_process_group([sys.executable, os.path.join("bench", "sinks",
+                                                             "bare_threads_sink.py"),
+                                "127.0.0.1", str(port), "--processes", "2"])
     try:
         wait_for_port(port, sink)
-        assert wait_until(lambda: len(_processes_in_group(sink.pid)) == 2)
+        assert wait_until(lambda: len(children(sink.pid)) == 1)
         for _ in range(3):          # reused session threads serve later connections
             with smtplib.SMTP("127.0.0.1", port, timeout=5) as client:
                 assert client.ehlo()[0] == 250
@@ -74,10 +68,11 @@ def test_bare_reference_sink_takes_mail_in_two_processes():
             assert [reply[:3] for reply in raw.replies(2)] == ["250", "221"]
         finally:
             raw.close()
-    finally:
         os.killpg(sink.pid, signal.SIGTERM)
         sink.wait(10)
-    assert wait_until(lambda: not _processes_in_group(sink.pid))
+        assert wait_until(lambda: not live_processes_in_group(sink.pid))
+    finally:
+        kill_group(sink)
 
 
 def test_report_sets_the_c_and_workers_targets_against_two_bare_processes():

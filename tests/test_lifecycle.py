@@ -9,12 +9,14 @@ import threading
 import time
 
 import pytest
-from processes import proc_status, wait_for_port, wait_until
+from processes import bench_module, needs_two_cpus, proc_status, wait_for_port, wait_until
 from wire import RawClient
 
 from smtpd_lite import SMTPServer
 from smtpd_lite.session import SMTPSession
 from smtpd_lite.testing import capture
+
+procstat = bench_module("procstat")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,6 +24,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def greeted(server):
     client = RawClient(server.host, server.port)
     return client, client.reply()
+
+
+def opens_a_session(server):
+    """True if a new connection is greeted with 220 (the connection is closed again)."""
+    client, reply = greeted(server)
+    client.close()
+    return reply.startswith("220 ")
 
 
 # -- connection limits -----------------------------------------------------------
@@ -38,7 +47,7 @@ def test_connection_limit(option):
         for client in clients:                              # others undisturbed
             assert client.command("NOOP") == "250 2.0.0 Ok"
         clients.pop().command("QUIT")
-        assert wait_until(lambda: greeted(mail)[1].startswith("220 "))
+        assert wait_until(lambda: opens_a_session(mail))
 
 
 def test_per_address_refusals_start_no_session():
@@ -62,7 +71,7 @@ def test_per_address_refusals_start_no_session():
         assert len(sessions) == 2
         assert len(submitted) == 2          # no thread was even asked for
         held.pop().command("QUIT")
-        assert wait_until(lambda: greeted(mail)[1].startswith("220 "))
+        assert wait_until(lambda: opens_a_session(mail))
         assert len(sessions) == 3
 
 
@@ -89,7 +98,7 @@ def test_per_address_limit_counts_connections_still_in_their_tls_handshake(certi
                 connection.close()
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity")
+@needs_two_cpus
 def test_pin_cpu_runs_the_sessions_on_one_core_and_leaves_other_threads_alone():
     allowed = os.sched_getaffinity(0)
     in_handler, after_serving = [], []
@@ -335,9 +344,9 @@ def test_accept_errors_back_off_and_recover():
         for _ in range(80):                 # more than the descriptors the server has
             clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
         time.sleep(1)
-        before = _cpu_seconds(process.pid)
+        before = procstat.cpu_seconds(process.pid)
         time.sleep(2)
-        used = _cpu_seconds(process.pid) - before
+        used = procstat.cpu_seconds(process.pid) - before
         assert used < 0.1 * 2, "accept loop spun: %.2f s of CPU in 2 s" % used
         for client in clients:
             client.close()
@@ -359,12 +368,6 @@ def test_accept_errors_back_off_and_recover():
             client.close()
         process.kill()
         process.wait()
-
-
-def _cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_soak_no_thread_or_memory_growth(monkeypatch):

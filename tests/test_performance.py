@@ -1,6 +1,7 @@
 """Issue 7's behaviours that are not ratios: what the server does (and does not do)
 per line, per connection and per large message.  The ratios are bench/'s job."""
 
+import io
 import logging
 import os
 import re
@@ -47,7 +48,7 @@ def _lines_run_in(module, work):
 def test_message_content_is_scanned_per_buffer_not_per_line():
     content = b"ab\r\n" * (1 << 18)               # 1 MiB of 262144 lines
     chunks = [content[start:start + 65536] for start in range(0, len(content), 65536)]
-    assembler = DataAssembler(open(os.devnull, "wb"), max_line_length=1000)
+    assembler = DataAssembler(io.BytesIO(), max_line_length=1000)
 
     def feed_all():
         for chunk in chunks:
@@ -70,7 +71,9 @@ def _deliver(client, size):
     assert client.reply().startswith("250 ")
 
 
-def test_a_session_does_no_dns_and_formats_nothing_for_the_logs(monkeypatch):
+def _session_logging_work(monkeypatch, level):
+    """(DNS lookups from server threads, log records built, formatting calls) over
+    three sessions with ``log_protocol`` on and smtpd_lite's loggers at ``level``."""
     lookups, records, formatted = [], [], []
     factory = logging.getLogRecordFactory()
     test_thread = threading.current_thread()
@@ -87,26 +90,42 @@ def test_a_session_does_no_dns_and_formats_nothing_for_the_logs(monkeypatch):
         original = getattr(session_module, name)
         monkeypatch.setattr(session_module, name, lambda *args, _original=original, _name=name: (
             formatted.append(_name), _original(*args))[1])
-    with capture(log_protocol=True) as mail:        # but the protocol logger is not at DEBUG
-        for name in ("gethostbyaddr", "getfqdn", "gethostbyname", "gethostbyname_ex",
-                     "getnameinfo", "getaddrinfo"):
-            original = getattr(socket, name)
-            monkeypatch.setattr(socket, name, lambda *args, _original=original, _name=name: (
-                threading.current_thread() is test_thread or lookups.append(_name),
-                _original(*args))[1])           # the test's own client resolves too
-        logging.setLogRecordFactory(counting_factory)
-        try:
-            for _ in range(3):
-                client = RawClient(mail.host, mail.port)
-                assert client.reply().startswith("220 ")
-                _deliver(client, 10000)
-                assert client.command("QUIT").startswith("221 ")
-        finally:
-            logging.setLogRecordFactory(factory)
-        assert len(mail.wait_for(3)) == 3
+    logger = logging.getLogger("smtpd_lite")
+    previous_level = logger.level
+    logger.setLevel(level)          # whatever pytest's --log-level says
+    try:
+        with capture(log_protocol=True) as mail:
+            for name in ("gethostbyaddr", "getfqdn", "gethostbyname", "gethostbyname_ex",
+                         "getnameinfo", "getaddrinfo"):
+                original = getattr(socket, name)
+                monkeypatch.setattr(socket, name, lambda *args, _original=original, _name=name: (
+                    threading.current_thread() is test_thread or lookups.append(_name),
+                    _original(*args))[1])           # the test's own client resolves too
+            logging.setLogRecordFactory(counting_factory)
+            try:
+                for _ in range(3):
+                    client = RawClient(mail.host, mail.port)
+                    assert client.reply().startswith("220 ")
+                    _deliver(client, 10000)
+                    assert client.command("QUIT").startswith("221 ")
+                    client.close()
+            finally:
+                logging.setLogRecordFactory(factory)
+            assert len(mail.wait_for(3)) == 3
+    finally:
+        logger.setLevel(previous_level)
+        monkeypatch.undo()
+    return lookups, records, formatted
+
+
+def test_a_session_does_no_dns_and_formats_nothing_for_the_logs(monkeypatch):
+    lookups, records, formatted = _session_logging_work(monkeypatch, logging.WARNING)
     assert lookups == []
     assert records == []        # debug and info are off: no record built
     assert formatted == []      # ... and no message prepared for one
+    # The same counters see the work when the protocol trace is on.
+    _, records, formatted = _session_logging_work(monkeypatch, logging.DEBUG)
+    assert records and "_format_peer" in formatted and "_redact" in formatted
 
 
 SERVER = """
@@ -168,6 +187,14 @@ print(int(after[-2]) - int(before[-2]), int(after[-1]) - int(before[-1]))
 """
 
 
+def _run_client(script, *arguments):
+    """Run a client ``script`` in its own process; its standard output."""
+    result = subprocess.run([sys.executable, "-c", script, *map(str, arguments)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def _session_thread_report(peer, address):
     """vrfy_handler, run in the session's thread: its sleeps and CPU microseconds so far."""
     sleeps = proc_status("self/task/%d" % threading.get_native_id())["voluntary_ctxt_switches"]
@@ -180,12 +207,10 @@ def _ping_pong(busy_poll, round_trips, pause=0.0, other_connections=0):
         others = [RawClient(mail.host, mail.port) for _ in range(other_connections)]
         for other in others:
             assert other.reply().startswith("220 ")
-        result = subprocess.run([sys.executable, "-c", PING_PONG, str(mail.port),
-                                 str(round_trips), str(pause)],
-                                capture_output=True, text=True, timeout=60, check=True)
+        report = _run_client(PING_PONG, mail.port, round_trips, pause)
         for other in others:
             other.close()
-    sleeps, cpu = result.stdout.split()
+    sleeps, cpu = report.split()
     return int(sleeps), int(cpu)
 
 
@@ -222,12 +247,10 @@ server.serve_forever()
 def test_a_server_confined_to_one_cpu_does_not_busy_poll():
     server = ServerProcess([sys.executable, "-c", ONE_CPU_SERVER, os.path.dirname(__file__)])
     try:
-        port = server.line()
-        result = subprocess.run([sys.executable, "-c", PING_PONG, port, "200", "0"],
-                                capture_output=True, text=True, timeout=60, check=True)
+        report = _run_client(PING_PONG, server.line(), 200, 0)
     finally:
         server.close()
-    assert int(result.stdout.split()[0]) >= 190
+    assert int(report.split()[0]) >= 190
 
 
 @needs_proc
@@ -268,9 +291,8 @@ print("%.2f %s" % (time.monotonic() - started, replies.readline().decode().strip
 @needs_two_cpus
 def test_busy_polling_keeps_the_command_deadline():
     with capture(busy_poll=20000, timeout=0.3) as mail:
-        result = subprocess.run([sys.executable, "-c", TRICKLE, str(mail.port)],
-                                capture_output=True, text=True, timeout=60, check=True)
-    elapsed, reply = result.stdout.split(" ", 1)
+        report = _run_client(TRICKLE, mail.port)
+    elapsed, reply = report.split(" ", 1)
     assert reply.startswith("421 4.4.2 ")
     assert float(elapsed) < 1.5
 

@@ -172,8 +172,11 @@ def test_a_full_implicit_tls_port_closes_without_plain_text(certificates):
     with capture(tls_context=certificates.context, implicit_tls=True, max_connections=1) as mail:
         with smtplib.SMTP_SSL(mail.host, mail.port, context=certificates.client_context):
             extra = RawClient(mail.host, mail.port)     # expects a TLS handshake
-            assert extra.closed(5)
-            assert extra.pending == b""
+            try:
+                assert extra.closed(5)
+                assert extra.pending == b""
+            finally:
+                extra.close()
 
 
 def test_handler_timeout_451_reaches_a_client_after_starttls(certificates):

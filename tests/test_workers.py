@@ -8,7 +8,16 @@ import sys
 import threading
 
 import pytest
-from processes import free_port, needs_two_cpus, wait_until
+from processes import (
+    children,
+    free_port,
+    kill_group,
+    live_processes_in_group,
+    needs_two_cpus,
+    start_process_group,
+    wait_for_port,
+    wait_until,
+)
 
 import smtpd_lite
 
@@ -28,24 +37,6 @@ SCRIPT = (
     "        out.write('%d %s\\n' % (os.getpid(), rcpttos[0]))\n"
     "smtpd_lite.serve(sys.argv[1], handler, workers=2, shutdown_timeout=5)\n"
     "print('parent exits', flush=True)\n")
-
-
-def _children(pid):
-    with open("/proc/%d/task/%d/children" % (pid, pid)) as listing:
-        return sorted(int(child) for child in listing.read().split())
-
-
-def _kill_tree(process):
-    """Kill the parent and its workers (a failed test must not leave workers running).
-
-    The parent leads a session of its own (``start_new_session``), so one
-    signal reaches every process in it, before the parent could fork again.
-    """
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:      # all of them have exited
-        pass
-    process.wait()
 
 
 def _send_many(port, count, prefix):
@@ -71,32 +62,48 @@ def _lines(path):
 
 
 def _start_parent(*arguments):
-    """(``python ARGUMENTS``, port), ``{address}`` standing for a free one.
-
-    The parent leads a process session of its own, for :func:`_kill_tree`.
-    """
+    """(``python ARGUMENTS``, port), ``{address}`` standing for a free one."""
     port = free_port()
     arguments = ["127.0.0.1:%d" % port if argument == "{address}" else argument
                  for argument in arguments]
-    process = subprocess.Popen([sys.executable, *arguments], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, start_new_session=True)
-    return process, port
+    return start_process_group([sys.executable, *arguments]), port
+
+
+def _listening_sockets(port):
+    """Inodes of the sockets listening on TCP ``port`` (Linux /proc/net)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    return inodes
+
+
+def _holds_socket(pid, inode):
+    fds = "/proc/%d/fd" % pid
+    return any(os.readlink(os.path.join(fds, fd)) == "socket:[%s]" % inode
+               for fd in os.listdir(fds))
 
 
 def test_workers_share_load_restart_and_drain(tmp_path):
     log = tmp_path / "deliveries"
     process, port = _start_parent("-c", SCRIPT, "{address}", str(log))
     try:
-        assert wait_until(lambda: len(_children(process.pid)) == 2)
-        first = _children(process.pid)
+        wait_for_port(port, process)
+        assert wait_until(lambda: len(children(process.pid)) == 2)
+        first = children(process.pid)
+        listening, = _listening_sockets(port)         # one socket, which both workers hold
+        assert all(_holds_socket(pid, listening) for pid in first)
         _send_many(port, 40, "r")
         pids = {int(line.split()[0]) for line in _lines(log)}
         assert len(_lines(log)) == 40
         assert pids == set(first)                     # both workers served
 
         os.kill(first[0], signal.SIGKILL)             # a worker dies...
-        assert wait_until(lambda: len(_children(process.pid)) == 2 and
-                         first[0] not in _children(process.pid))
+        assert wait_until(lambda: len(children(process.pid)) == 2 and
+                         first[0] not in children(process.pid))
         _send_many(port, 20, "s")                     # ...and service goes on
         assert len(_lines(log)) == 60
 
@@ -109,19 +116,24 @@ def test_workers_share_load_restart_and_drain(tmp_path):
             refused.append(smtp.sendmail("a@example.com", ["slow%d@example.com" % n], "x"))
             smtp.close()
 
-        in_flight = [threading.Thread(target=send_slow, args=(n,)) for n in range(4)]
-        for thread in in_flight:
-            thread.start()
+        in_flight = []
         started = tmp_path / "deliveries.started"
-        assert wait_until(lambda: len(_lines(started)) == 4, timeout=15)
+        # Until both workers have a message in the handler (bounded).
+        while len(set(_lines(started))) < 2 and len(in_flight) < 12:
+            thread = threading.Thread(target=send_slow, args=(len(in_flight),))
+            thread.start()
+            in_flight.append(thread)
+            assert wait_until(lambda: len(_lines(started)) == len(in_flight), timeout=15)
+        assert len(set(_lines(started))) == 2
         process.send_signal(signal.SIGTERM)
         for thread in in_flight:
             thread.join(15)
         stdout, stderr = process.communicate(timeout=15)
-        assert refused == [{}] * 4
-        assert len(_lines(log)) == 64
+        assert refused == [{}] * len(in_flight)
+        assert len(_lines(log)) == 60 + len(in_flight)
+        assert wait_until(lambda: not live_processes_in_group(process.pid))
     finally:
-        _kill_tree(process)
+        kill_group(process)
     assert process.returncode == 0
     assert stdout == b"parent exits\n"
     assert b"Traceback" not in stderr
@@ -131,12 +143,12 @@ def test_cli_workers_flag(tmp_path):
     process, port = _start_parent("-m", "smtpd_lite", "--workers", "2", "--sink",
                                   "--listen", "{address}")
     try:
-        assert wait_until(lambda: len(_children(process.pid)) == 2)
+        assert wait_until(lambda: len(children(process.pid)) == 2)
         _send_many(port, 10, "c")
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=15)
     finally:
-        _kill_tree(process)
+        kill_group(process)
     assert process.returncode == 0
 
 
@@ -177,8 +189,8 @@ def test_pinned_workers_take_one_core_each_and_a_replacement_takes_its_core(tmp_
         return cores
 
     try:
-        assert wait_until(lambda: len(_children(process.pid)) == 2)
-        first = _children(process.pid)
+        assert wait_until(lambda: len(children(process.pid)) == 2)
+        first = children(process.pid)
         assert wait_until(lambda: _send_many(port, 10, "r") or
                           set(cores_by_worker()) == set(first), 20)
         cores = cores_by_worker()
@@ -188,14 +200,14 @@ def test_pinned_workers_take_one_core_each_and_a_replacement_takes_its_core(tmp_
         # The second worker forked (the higher pid) has number 1: a replacement
         # numbered afresh (2) would land on the first core instead.
         os.kill(first[1], signal.SIGKILL)
-        assert wait_until(lambda: len(_children(process.pid)) == 2 and
-                          first[1] not in _children(process.pid))
-        replacement = (set(_children(process.pid)) - set(first)).pop()
+        assert wait_until(lambda: len(children(process.pid)) == 2 and
+                          first[1] not in children(process.pid))
+        replacement = (set(children(process.pid)) - set(first)).pop()
         assert wait_until(lambda: _send_many(port, 10, "s") or
                           replacement in cores_by_worker(), 20)
         assert cores_by_worker()[replacement] == cores[first[1]]
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=15)
     finally:
-        _kill_tree(process)
+        kill_group(process)
     assert process.returncode == 0
