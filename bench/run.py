@@ -209,16 +209,15 @@ def main(argv=None):
     started = time.monotonic()
 
     wanted = [key for key in args.servers if not (args.no_go and key == "go")]
-    tools, servers = peers.build_servers(
-        args.python, wanted,
-        with_smtp_source=any(scenario in THROUGHPUT for scenario in args.scenarios))
+    needs_smtp_source = any(scenario in THROUGHPUT for scenario in args.scenarios)
+    tools, servers = peers.build_servers(args.python, wanted, with_smtp_source=needs_smtp_source)
     servers.sort(key=lambda server: SERVER_ORDER.index(server.key))
     for server in servers:
         state = "ready" if server.available else "skipped: " + server.reason
         print("[setup] %-28s %s" % (server.label, state), file=sys.stderr)
     if args.setup_only:
         return 0
-    if tools is None and any(scenario in THROUGHPUT for scenario in args.scenarios):
+    if tools is None and needs_smtp_source:
         print("[setup] smtp-source unavailable: scenarios a-d will be skipped", file=sys.stderr)
     if "idle" in args.scenarios and fd_limit < 2 * params["idle"]["connections"] + 64:
         print("[setup] warning: open-file limit %d is low for the idle scenario" % fd_limit,
@@ -231,9 +230,10 @@ def main(argv=None):
     log_dir = os.path.join(args.output_dir, "logs")
     os.makedirs(results_dir, exist_ok=True)
     os.makedirs(log_dir, exist_ok=True)
-    for old_run in sorted(os.listdir(log_dir))[:-KEEP_RUNS]:
+    # Room for this run among the kept ones.
+    for old_run in sorted(os.listdir(log_dir))[:-(KEEP_RUNS - 1)]:
         shutil.rmtree(os.path.join(log_dir, old_run), ignore_errors=True)
-    for old_file in sorted(os.listdir(results_dir))[:-2 * KEEP_RUNS]:     # .json and .md
+    for old_file in sorted(os.listdir(results_dir))[:-2 * (KEEP_RUNS - 1)]:  # .json, .md
         os.remove(os.path.join(results_dir, old_file))
     log_dir = tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=log_dir)
 
@@ -263,8 +263,7 @@ def main(argv=None):
         "revision": report.git_revision(peers.REPO_DIR),
         "elapsed_s": time.monotonic() - started,
     }
-    shown = [server for server in servers if server.key in args.servers]
-    markdown = report.render(results, args.scenarios, shown, meta, TITLES)
+    markdown = report.render(results, args.scenarios, selected, meta, TITLES)
     print(markdown)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with open(os.path.join(results_dir, stamp + ".json"), "w") as raw:

@@ -53,7 +53,8 @@ OPTIONS = (
             "second core gives."),
     _option("busy_poll", "count", 50,
             "Microseconds a session may spin for the client's next bytes before it sleeps, "
-            "while it is the only session (plain-text connections, Linux, more than one CPU); "
+            "while it is the only session of its process (plain-text connections, Linux, "
+            "more than one CPU); "
             "it saves waking a core per round trip and adapts to nothing for slow clients. "
             "0 means never."),
     _option("max_line_length", "size", 1000,

@@ -79,7 +79,7 @@ def test_report_sets_the_c_and_workers_targets_against_two_bare_processes():
     summary = {"c": {"aiosmtpd": {"median": {"msg_per_s": 2000.0}},
                      "bare-2": {"median": {"msg_per_s": 5000.0}}}}
     note, = report._c_and_workers_note(summary)
-    assert "≥ 3.2× aiosmtpd (6400 msg/s)" in note
+    assert "`--workers 2` at ≥ 3.2× aiosmtpd (6400 msg/s)" in note
     assert "reach 2.50× (5000 msg/s)" in note
     del summary["c"]["bare-2"]
     assert report._c_and_workers_note(summary) == []

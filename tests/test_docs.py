@@ -123,6 +123,21 @@ def test_every_public_name_and_keyword_extra_is_documented(built_docs):
     assert not missing, "names missing from docs/api.rst: %s" % missing
 
 
+def test_defaults_quoted_in_the_docs_are_the_option_table_s():
+    # Prose such as "``timeout`` (default 300 seconds)" is written by hand.
+    defaults = {option.name: option.default for option in OPTIONS}
+    quoted = []
+    for page in sorted(DOCS.glob("*.rst")):
+        for match in re.finditer(r"``([a-z_]+)``[^()`]{0,40}\(default ([0-9.]+)( MiB)?",
+                                 page.read_text()):
+            if match.group(1) in defaults:
+                figure = float(match.group(2)) * (2 ** 20 if match.group(3) else 1)
+                quoted.append((page.name, match.group(1), figure))
+    assert len(quoted) >= 15
+    for page, name, figure in quoted:
+        assert figure == defaults[name], (page, name)
+
+
 def test_spare_thread_figures_in_the_docs_are_the_class_attributes():
     # They are class attributes, not options, so no table generates them.
     found = []

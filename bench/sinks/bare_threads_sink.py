@@ -3,9 +3,10 @@
 The shape of smtpd_lite's design card, socketserver.ThreadingTCPServer with
 finished threads reused for the next connection, and nothing else: no
 grammar, limits, timeouts or logging, just the replies smtp-source waits
-for.  What it reaches in a scenario is about the most any server of that
-shape can reach there with the same interpreter.  With --processes N it
-pre-forks N processes on one listening socket, as ``--workers N`` does.
+for.  With many sessions (c, d) it bounds what a server of that shape
+reaches with the same interpreter, unpinned and without busy polling.
+With --processes N it pre-forks N processes on one listening socket, as
+``--workers N`` does.
 Usage: bare_threads_sink.py HOST PORT [--processes N]
 """
 

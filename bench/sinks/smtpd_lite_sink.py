@@ -31,7 +31,7 @@ def probe(options):
     for name, value in options.items():
         try:
             server = smtpd_lite.SMTPServer(("127.0.0.1", 0), discard, **{name: value})
-        except TypeError as error:
+        except (TypeError, ValueError) as error:     # unknown, or not for this system
             report["options"][name] = "unsupported: %s" % error
         else:
             server.server_close()
