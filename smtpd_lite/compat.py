@@ -249,7 +249,8 @@ class PureProxy(SMTPServer):
         host, port = self._remoteaddr
         delivery.relay(host, port, "" if mailfrom == "<>" else mailfrom, rcpttos, message,
                        mail_params={name: params[name] for name in ("BODY", "SMTPUTF8")
-                                    if name in params})
+                                    if name in params},
+                       tls="off")      # as the stdlib's: plain SMTP to remoteaddr
 
 
 def loop(timeout: float = 30.0, use_poll: bool = False, map: ServerMap | None = None,

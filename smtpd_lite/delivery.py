@@ -10,17 +10,19 @@ nothing is lost silently.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
-import smtplib
 import socket
+import ssl
 import sys
 import threading
 import time
-from typing import Container, Mapping, Sequence, TextIO
+from typing import Mapping, Sequence, TextIO
 
-from .callbacks import Peer
+from .callbacks import Handler, Peer
 from .grammar import Params
-from .replies import SMTPError, is_enhanced_code
+from .relay import NextHop, encode_xtext  # noqa: F401  (encode_xtext: re-exported)
+from .replies import SMTPError
 
 try:
     import fcntl
@@ -150,9 +152,19 @@ class MboxDelivery:
 
 
 class RelayDelivery:
-    """Forward each message to the SMTP server at ``host:port``, see :func:`relay`."""
+    """Forward each message to the SMTP server at ``host:port`` (see :mod:`smtpd_lite.relay`).
 
-    def __init__(self, host: str, port: int = 25, timeout: float = 60) -> None:
+    ``tls`` (``"opportunistic"``, ``"required"``, ``"implicit"`` or
+    ``"off"``), ``username``/``password`` and ``ssl_context`` say how: by
+    default STARTTLS whenever the next hop offers it, required as soon as
+    credentials are given, and the certificate always verified.
+    """
+
+    def __init__(self, host: str, port: int = 25, timeout: float = 60, *,
+                 tls: str | None = None, username: str | None = None,
+                 password: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.next_hop = NextHop(host, port, tls=tls, username=username, password=password,
+                                ssl_context=ssl_context, timeout=timeout)
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -160,132 +172,22 @@ class RelayDelivery:
     def __call__(self, peer: Peer, mailfrom: str, rcpttos: Sequence[str], data: bytes,
                  mail_params: Params | None = None,
                  rcpt_params: Mapping[str, Params] | None = None) -> None:
-        relay(self.host, self.port, mailfrom, rcpttos, data, mail_params=mail_params,
-              rcpt_params=rcpt_params, timeout=self.timeout)
+        self.next_hop.send(mailfrom, rcpttos, data, mail_params=mail_params,
+                           rcpt_params=rcpt_params)
 
 
 def relay(host: str, port: int, mailfrom: str, rcpttos: Sequence[str], data: bytes, *,
           mail_params: Params | None = None, rcpt_params: Mapping[str, Params] | None = None,
-          timeout: float = 60) -> None:
+          timeout: float = 60, tls: str | None = None, username: str | None = None,
+          password: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
     """Send one message (``data``: bytes, CRLF line ends) on to ``host:port``.
 
-    All or nothing: if the next server refuses any recipient, the transaction
-    is abandoned and its refusal raised as :class:`~smtpd_lite.SMTPError`
-    (a 4xx one if any refusal was temporary), as are refusals of MAIL and
-    DATA; a server that cannot be reached gives ``451 4.4.1``.  BODY,
-    SMTPUTF8 and the DSN parameters are passed on where the next server
-    offers them.
+    All or nothing, see :meth:`smtpd_lite.relay.NextHop.send`; a server
+    that cannot be reached gives ``451 4.4.1``.
     """
-    mail_params = mail_params or {}
-    rcpt_params = rcpt_params or {}
-    client = smtplib.SMTP(timeout=timeout)
-    try:
-        _expect(client.connect(host, port), (220,))
-        client.ehlo_or_helo_if_needed()
-        _send(client, mailfrom, rcpttos, data, mail_params, rcpt_params)
-    except SMTPError:
-        raise
-    except smtplib.SMTPResponseException as error:
-        raise _refusal(error.smtp_code, error.smtp_error) from None
-    except (OSError, smtplib.SMTPException) as error:
-        raise SMTPError(451, "Error: relay host %s:%s unavailable (%s)" % (host, port, error),
-                        "4.4.1") from None
-    finally:
-        _quit(client)
-
-
-def _send(client: smtplib.SMTP, mailfrom: str, rcpttos: Sequence[str], data: bytes,
-          mail_params: Params, rcpt_params: Mapping[str, Params]) -> None:
-    binary = mail_params.get("BODY") == "BINARYMIME"
-    if binary and not (client.has_extn("binarymime") and client.has_extn("chunking")):
-        raise SMTPError(554, "Error: relay host does not accept binary messages", "5.6.3")
-    if mail_params.get("SMTPUTF8"):
-        if not client.has_extn("smtputf8"):
-            raise SMTPError(554, "Error: relay host does not support SMTPUTF8", "5.6.7")
-        client.command_encoding = "utf-8"
-    _expect(client.docmd("MAIL", "FROM:<%s>%s" % (mailfrom, _mail_options(client, mail_params))),
-            (250,))
-    refusals: list[tuple[int, bytes]] = []
-    for rcptto in rcpttos:
-        options = _rcpt_options(client, rcpt_params.get(rcptto, {}))
-        code, text = client.docmd("RCPT", "TO:<%s>%s" % (rcptto, options))
-        if code not in (250, 251):
-            refusals.append((code, text))
-    if refusals:
-        client.rset()
-        temporary = [refusal for refusal in refusals if 400 <= refusal[0] < 500]
-        raise _refusal(*(temporary or refusals)[0])
-    if binary:
-        client.putcmd("BDAT", "%d LAST" % len(data))
-        client.send(data)
-        _expect(client.getreply(), (250,))
-    else:
-        _expect(client.data(data), (250,))
-
-
-def _mail_options(client: smtplib.SMTP, params: Params) -> str:
-    options: list[str] = []
-    if params.get("BODY") and client.has_extn("8bitmime"):
-        options.append("BODY=" + params["BODY"])
-    if params.get("SMTPUTF8"):
-        options.append("SMTPUTF8")
-    if client.has_extn("dsn"):
-        if "RET" in params:
-            options.append("RET=" + params["RET"])
-        if "ENVID" in params:
-            options.append("ENVID=" + encode_xtext(params["ENVID"]))
-    return "".join(" " + option for option in options)
-
-
-def _rcpt_options(client: smtplib.SMTP, params: Params) -> str:
-    if not client.has_extn("dsn"):
-        return ""
-    options: list[str] = []
-    if "NOTIFY" in params:
-        options.append("NOTIFY=" + ",".join(params["NOTIFY"]))
-    if "ORCPT" in params:
-        address_type, _, address = params["ORCPT"].partition(";")
-        options.append("ORCPT=%s;%s" % (address_type, encode_xtext(address)))
-    return "".join(" " + option for option in options)
-
-
-def encode_xtext(text: str) -> str:
-    """RFC 3461 §4 xtext: ``+``, ``=``, space and controls as ``+HH``.
-
-    Non-ASCII characters stay as they are: they can only have arrived in a
-    SMTPUTF8 transaction, where RFC 6533 §3 allows them unencoded.
-    """
-    return "".join("+%02X" % ord(char) if char <= " " or char in "+=\x7f" else char
-                   for char in text)
-
-
-def _expect(reply: tuple[int, bytes], codes: Container[int]) -> None:
-    code, text = reply
-    if code not in codes:
-        raise _refusal(code, text)
-
-
-def _refusal(code: int, text: bytes | str) -> SMTPError:
-    """The next server's refusal as our reply (its enhanced code kept)."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    text = " ".join(text.split())
-    if not 400 <= code <= 599:
-        return SMTPError(451, "Error: relay host answered %s %s" % (code, text), "4.4.2")
-    first, _, rest = text.partition(" ")
-    if is_enhanced_code(first) and first[0] == str(code)[0]:
-        return SMTPError(code, rest or "Error: refused by relay host", first)
-    return SMTPError(code, text or "Error: refused by relay host")
-
-
-def _quit(client: smtplib.SMTP) -> None:
-    try:
-        if client.sock is not None:
-            client.quit()
-    except (OSError, smtplib.SMTPException):
-        pass
-    finally:
-        client.close()
+    NextHop(host, port, tls=tls, username=username, password=password,
+            ssl_context=ssl_context, timeout=timeout).send(
+        mailfrom, rcpttos, data, mail_params=mail_params, rcpt_params=rcpt_params)
 
 
 def _fsync_directory(path: str) -> None:
@@ -301,3 +203,46 @@ def _remove(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+logger = logging.getLogger("smtpd_lite")
+
+
+class StoreAndRelay:
+    """Store each message with ``store`` (a Maildir or mbox delivery), then ``relay`` it.
+
+    The client gets its ``250`` only when both succeeded.  A failure of
+    either is a 4xx (a permanent refusal by the next hop too, as the message
+    is already stored here), so the client keeps the message and retries.
+    A copy stored before a failed relay stays: the retry stores the message
+    again, under a new queue id of ours, with the same ``Message-ID`` and
+    the same ``Received:`` lines from the hops before us, which is what to
+    de-duplicate on.
+    """
+
+    def __init__(self, store: Handler, relay: RelayDelivery) -> None:
+        self.store = store
+        self.relay = relay
+
+    def __call__(self, peer: Peer, mailfrom: str, rcpttos: Sequence[str], data: bytes,
+                 mail_params: Params | None = None,
+                 rcpt_params: Mapping[str, Params] | None = None,
+                 queue_id: str | None = None) -> None:
+        try:
+            self.store(peer, mailfrom, rcpttos, data)
+        except SMTPError as error:
+            raise _temporary(error) from None
+        try:
+            self.relay(peer, mailfrom, rcpttos, data, mail_params=mail_params,
+                       rcpt_params=rcpt_params)
+        except SMTPError as error:
+            logger.warning("stored, but not relayed (queue id %s): %s; answering 4xx",
+                           queue_id, error.reply)
+            raise _temporary(error) from None
+
+
+def _temporary(error: SMTPError) -> SMTPError:
+    """``error`` itself if it is temporary, else the 451 a client retries after."""
+    if error.code < 500:
+        return error
+    return SMTPError(451, error.message, "4" + error.enhanced[1:])

@@ -1,0 +1,279 @@
+"""The client side of relaying: one message to the next hop, over TLS and with a login.
+
+:class:`NextHop` holds where and how to relay (address, TLS mode,
+credentials, certificate checks) and :meth:`NextHop.send` hands one message
+over, all or nothing.  Every way it can fail becomes an
+:class:`~smtpd_lite.SMTPError` for our own client: the next hop's refusals
+of MAIL, RCPT and DATA keep their code, and everything that is about the
+link rather than the message (the next hop down, closing with ``421``, TLS
+or the login failing) is a ``451``, so the client keeps the message and
+tries again.  The reasons go to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import smtplib
+import ssl
+from typing import Container, Mapping, Sequence
+
+from .grammar import Params
+from .replies import SMTPError, is_enhanced_code
+
+logger = logging.getLogger("smtpd_lite")
+
+#: ``tls=`` values: STARTTLS when offered; STARTTLS or nothing is sent; TLS
+#: from the first byte (port 465, RFC 8314); never.
+TLS_MODES = ("opportunistic", "required", "implicit", "off")
+
+# Our replies when the link, not the message, failed: the client retries.
+UNAVAILABLE = (451, "Error: relay host unavailable", "4.4.1")
+CLOSING = (451, "Error: relay host closed the connection", "4.4.2")
+NO_TLS = (451, "Error: relay host offers no TLS", "4.7.4")
+TLS_FAILED = (451, "Error: TLS with the relay host failed", "4.7.5")
+LOGIN_FAILED = (451, "Error: cannot log in to the relay host", "4.7.0")
+
+
+def relay_tls_context(cafile: str | None = None, insecure: bool = False) -> ssl.SSLContext:
+    """A client :class:`ssl.SSLContext` for the next hop, as strict as the server's.
+
+    TLS 1.2 at least (RFC 8996), no compression, the certificate checked
+    against the system store (or only ``cafile``) and against the host
+    name we connect to (RFC 6125).  ``insecure`` skips both checks, which
+    leaves the link open to anyone in the middle; it still encrypts.
+    """
+    context = ssl.create_default_context(cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_COMPRESSION
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class NextHop:
+    """The SMTP server messages are relayed to, and how to talk to it.
+
+    ``tls`` is one of :data:`TLS_MODES`; it defaults to ``"opportunistic"``,
+    or ``"required"`` when a ``username`` is given, so a password never
+    crosses the network in clear text (``"off"`` with credentials is
+    refused).  ``ssl_context`` defaults to :func:`relay_tls_context`.
+    """
+
+    def __init__(self, host: str, port: int = 25, *, tls: str | None = None,
+                 username: str | None = None, password: str | None = None,
+                 ssl_context: ssl.SSLContext | None = None, timeout: float = 60) -> None:
+        if (username is None) != (password is None):
+            raise ValueError("relay: a username needs a password, and a password a username")
+        if tls is None:
+            tls = "required" if username is not None else "opportunistic"
+        if tls not in TLS_MODES:
+            raise ValueError("relay: tls must be one of %s, not %r" % (", ".join(TLS_MODES), tls))
+        if tls == "off" and username is not None:
+            raise ValueError("relay: tls='off' would send the password in clear text; "
+                             "use 'required' or 'implicit' with credentials")
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.username = username
+        self._password = password
+        self.ssl_context = ssl_context if ssl_context is not None else relay_tls_context()
+        self.timeout = timeout
+
+    @property
+    def name(self) -> str:
+        return "%s:%s" % (self.host, self.port)
+
+    def send(self, mailfrom: str, rcpttos: Sequence[str], data: bytes, *,
+             mail_params: Params | None = None,
+             rcpt_params: Mapping[str, Params] | None = None) -> None:
+        """Hand one message (``data``: bytes, CRLF line ends) over, or raise SMTPError.
+
+        All or nothing: if the next server refuses any recipient, the
+        transaction is abandoned and its refusal raised (a 4xx one if any
+        refusal was temporary), as are refusals of MAIL and DATA.  BODY,
+        SMTPUTF8 and the DSN parameters are passed on where the next server
+        offers them.
+        """
+        client: smtplib.SMTP | None = None
+        try:
+            client = self.connect()
+            self.secure_and_log_in(client)
+            _send(client, mailfrom, rcpttos, data, mail_params or {}, rcpt_params or {})
+        except SMTPError:
+            raise
+        except smtplib.SMTPResponseException as error:
+            raise _refusal(error.smtp_code, error.smtp_error) from None
+        except ssl.SSLError as error:       # the handshake, the certificate or the name
+            logger.error("relay: TLS with %s failed: %s", self.name, error)
+            raise SMTPError(*TLS_FAILED) from None
+        except (OSError, smtplib.SMTPException) as error:
+            logger.warning("relay: %s unavailable: %s", self.name, error)
+            raise SMTPError(*UNAVAILABLE) from None
+        finally:
+            if client is not None:
+                _quit(client)
+
+    def connect(self) -> smtplib.SMTP:
+        """A client past the ``220`` greeting (``SMTPConnectError`` otherwise)."""
+        if self.tls == "implicit":
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                                    context=self.ssl_context)
+        return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+
+    def secure_and_log_in(self, client: smtplib.SMTP) -> None:
+        """EHLO, then STARTTLS and EHLO again as the mode asks, then AUTH if configured."""
+        client.ehlo_or_helo_if_needed()
+        if self.tls in ("opportunistic", "required") and client.has_extn("starttls"):
+            # No fallback to plain text after a refused or failed STARTTLS:
+            # that is exactly what an attacker in the middle would cause.
+            try:
+                client.starttls(context=self.ssl_context)
+            except smtplib.SMTPResponseException as error:
+                logger.error("relay: %s answered %d to STARTTLS", self.name, error.smtp_code)
+                raise SMTPError(*TLS_FAILED) from None
+            client.ehlo_or_helo_if_needed()     # RFC 3207 §4.2: ask again over TLS
+        encrypted = isinstance(client.sock, ssl.SSLSocket)
+        if self.tls == "required" and not encrypted:
+            logger.error("relay: %s offers no STARTTLS and TLS is required; not sending",
+                         self.name)
+            raise SMTPError(*NO_TLS)
+        if self.username is not None:
+            if not encrypted:
+                logger.error("relay: %s offers no STARTTLS; not sending the password of "
+                             "user %r in clear text", self.name, self.username)
+                raise SMTPError(*NO_TLS)
+            self.log_in(client)
+
+    def log_in(self, client: smtplib.SMTP) -> None:
+        """AUTH PLAIN (RFC 4616) or else LOGIN, whichever the next hop offers."""
+        offered = client.esmtp_features.get("auth", "").upper().split()
+        mechanism = next((name for name in ("PLAIN", "LOGIN") if name in offered), None)
+        if mechanism is None:
+            logger.error("relay: %s offers no AUTH PLAIN or LOGIN (offers %r); cannot log in "
+                         "as %r", self.name, " ".join(offered), self.username)
+            raise SMTPError(*LOGIN_FAILED)
+        assert self.username is not None and self._password is not None
+        user, password = self.username.encode("utf-8"), self._password.encode("utf-8")
+        if mechanism == "PLAIN":
+            reply = client.docmd("AUTH", "PLAIN " + _base64(b"\0" + user + b"\0" + password))
+        else:
+            reply = client.docmd("AUTH", "LOGIN")
+            for answer in (user, password):
+                if reply[0] != 334:
+                    break
+                reply = client.docmd(_base64(answer))
+        if reply[0] != 235:
+            text = reply[1].decode("utf-8", "replace")
+            logger.error("relay: %s refused the login of user %r with AUTH %s: %d %s",
+                         self.name, self.username, mechanism, reply[0], " ".join(text.split()))
+            raise SMTPError(*LOGIN_FAILED)
+
+
+def _base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _send(client: smtplib.SMTP, mailfrom: str, rcpttos: Sequence[str], data: bytes,
+          mail_params: Params, rcpt_params: Mapping[str, Params]) -> None:
+    binary = mail_params.get("BODY") == "BINARYMIME"
+    if binary and not (client.has_extn("binarymime") and client.has_extn("chunking")):
+        raise SMTPError(554, "Error: relay host does not accept binary messages", "5.6.3")
+    if mail_params.get("SMTPUTF8"):
+        if not client.has_extn("smtputf8"):
+            raise SMTPError(554, "Error: relay host does not support SMTPUTF8", "5.6.7")
+        client.command_encoding = "utf-8"
+    _expect(client.docmd("MAIL", "FROM:<%s>%s" % (mailfrom, _mail_options(client, mail_params))),
+            (250,))
+    refusals: list[tuple[int, bytes]] = []
+    for rcptto in rcpttos:
+        options = _rcpt_options(client, rcpt_params.get(rcptto, {}))
+        code, text = client.docmd("RCPT", "TO:<%s>%s" % (rcptto, options))
+        if code == 421:             # closing: the other recipients cannot be tried
+            raise _refusal(code, text)
+        if code not in (250, 251):
+            refusals.append((code, text))
+    if refusals:
+        client.rset()
+        temporary = [refusal for refusal in refusals if 400 <= refusal[0] < 500]
+        raise _refusal(*(temporary or refusals)[0])
+    if binary:
+        client.putcmd("BDAT", "%d LAST" % len(data))
+        client.send(data)
+        _expect(client.getreply(), (250,))
+    else:
+        _expect(client.data(data), (250,))
+
+
+def _mail_options(client: smtplib.SMTP, params: Params) -> str:
+    options: list[str] = []
+    if params.get("BODY") and client.has_extn("8bitmime"):
+        options.append("BODY=" + params["BODY"])
+    if params.get("SMTPUTF8"):
+        options.append("SMTPUTF8")
+    if client.has_extn("dsn"):
+        if "RET" in params:
+            options.append("RET=" + params["RET"])
+        if "ENVID" in params:
+            options.append("ENVID=" + encode_xtext(params["ENVID"]))
+    return "".join(" " + option for option in options)
+
+
+def _rcpt_options(client: smtplib.SMTP, params: Params) -> str:
+    if not client.has_extn("dsn"):
+        return ""
+    options: list[str] = []
+    if "NOTIFY" in params:
+        options.append("NOTIFY=" + ",".join(params["NOTIFY"]))
+    if "ORCPT" in params:
+        address_type, _, address = params["ORCPT"].partition(";")
+        options.append("ORCPT=%s;%s" % (address_type, encode_xtext(address)))
+    return "".join(" " + option for option in options)
+
+
+def encode_xtext(text: str) -> str:
+    """RFC 3461 §4 xtext: ``+``, ``=``, space and controls as ``+HH``.
+
+    Non-ASCII characters stay as they are: they can only have arrived in a
+    SMTPUTF8 transaction, where RFC 6533 §3 allows them unencoded.
+    """
+    return "".join("+%02X" % ord(char) if char <= " " or char in "+=\x7f" else char
+                   for char in text)
+
+
+def _expect(reply: tuple[int, bytes], codes: Container[int]) -> None:
+    code, text = reply
+    if code not in codes:
+        raise _refusal(code, text)
+
+
+def _refusal(code: int, text: bytes | str) -> SMTPError:
+    """The next server's refusal as our reply (its enhanced code kept).
+
+    Its ``421`` becomes ``451``: the next hop is closing its connection,
+    not ours, and our client's session goes on (RFC 5321 §3.8).
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = " ".join(text.split())
+    if code == 421:
+        first = text.partition(" ")[0]
+        enhanced = first if is_enhanced_code(first) and first[0] == "4" else CLOSING[2]
+        return SMTPError(CLOSING[0], CLOSING[1], enhanced)
+    if not 400 <= code <= 599:
+        return SMTPError(451, "Error: relay host answered %s %s" % (code, text), "4.4.2")
+    first, _, rest = text.partition(" ")
+    if is_enhanced_code(first) and first[0] == str(code)[0]:
+        return SMTPError(code, rest or "Error: refused by relay host", first)
+    return SMTPError(code, text or "Error: refused by relay host")
+
+
+def _quit(client: smtplib.SMTP) -> None:
+    try:
+        if client.sock is not None:
+            client.quit()
+    except (OSError, smtplib.SMTPException):
+        pass
+    finally:
+        client.close()
