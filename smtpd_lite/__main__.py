@@ -18,11 +18,16 @@ from __future__ import annotations
 import argparse
 import getpass
 import importlib
+import ipaddress
 import logging
+import os
+import socket
+import stat
 import sys
 from typing import Any, Sequence
 
 from . import __version__, compat, delivery, passwords
+from . import relay as relay_client
 from .callbacks import Handler
 from .options import OPTIONS, Option
 from .server import parse_address, serve
@@ -31,6 +36,8 @@ from .tls import tls_context
 DEFAULT_LISTEN = "127.0.0.1:8025"
 DEFAULT_REMOTE = "localhost:25"     # the stdlib's PureProxy default
 STDLIB_CLASSES = ("DebuggingServer", "PureProxy")
+
+logger = logging.getLogger("smtpd_lite")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,9 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="append each message to the mbox FILE (locked, fsync'd)")
     where.add_argument("--sink", dest="destination", action="store_const", const="sink",
                        help="accept and discard every message")
-    where.add_argument("--relay", metavar="HOST:PORT",
-                       help="forward each message to this SMTP server; its refusals are "
-                            "passed back to the client")
     parser.add_argument("--workers", type=_positive, default=1, metavar="N",
                         help="pre-fork N processes on the listening socket to use more cores "
                              "(POSIX; default 1)")
@@ -74,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     security.add_argument("--hash-password", action="store_true",
                           help="read a password on standard input, print its hash for "
                                "--auth-file, and exit")
+    add_relay_arguments(parser)
     stdlib = parser.add_argument_group("the stdlib smtpd command line")
     stdlib.add_argument("-c", "--class", dest="classname", metavar="CLASS",
                         help="serve with this smtpd_lite.compat class: %s, or module.Class"
@@ -157,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.remote:
             parser.error("a second address is the stdlib's PureProxy remote: add "
                          "-c PureProxy, or use --relay HOST:PORT")
+        check_relay_exposure(arguments, address, server_options)
         handler = make_delivery(parser, arguments)
         serve(address, handler, appname=arguments.appname, hostname=arguments.hostname,
               workers=arguments.workers, **server_options)
@@ -196,20 +202,121 @@ def print_password_hash() -> int:
 
 
 def make_delivery(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> Handler:
-    """The message handler for the chosen destination."""
+    """The message handler for the chosen destination (a store, a relay, or both)."""
+    relay = make_relay(parser, arguments)
+    store: Handler | None = None
     if arguments.maildir:
-        return delivery.MaildirDelivery(arguments.maildir)
-    if arguments.mbox:
-        return delivery.MboxDelivery(arguments.mbox)
-    if arguments.relay:
-        try:
-            host, port = parse_address(arguments.relay)
-        except ValueError as error:
-            parser.error("--relay: %s" % error)
-        return delivery.RelayDelivery(host, port)
+        store = delivery.MaildirDelivery(arguments.maildir)
+    elif arguments.mbox:
+        store = delivery.MboxDelivery(arguments.mbox)
+    if relay is not None:
+        return relay if store is None else delivery.StoreAndRelay(store, relay)
+    if store is not None:
+        return store
     if arguments.destination == "sink":
         return delivery.SinkDelivery()
     return delivery.PrintDelivery()
+
+
+def add_relay_arguments(parser: argparse.ArgumentParser) -> None:
+    """--relay and how to reach the next hop (TLS, login, the open-relay guard)."""
+    group = parser.add_argument_group(
+        "relaying to a smarthost",
+        "--relay alone, or after --maildir/--mbox (stored first, 250 once both succeeded)")
+    group.add_argument("--relay", metavar="HOST:PORT",
+                       help="forward each message to this SMTP server before the 250; its "
+                            "refusals are passed back to the client")
+    group.add_argument("--relay-tls", choices=relay_client.TLS_MODES, metavar="MODE",
+                       help="opportunistic: STARTTLS when offered (the default); required: "
+                            "STARTTLS or nothing is sent (the default with --relay-auth-file); "
+                            "implicit: TLS from the first byte (port 465); off: plain text")
+    group.add_argument("--relay-ca", metavar="FILE",
+                       help="verify the next hop's certificate with the CA certificates in "
+                            "FILE instead of the system store")
+    group.add_argument("--relay-insecure", action="store_true",
+                       help="do not verify the next hop's certificate (still encrypts)")
+    group.add_argument("--relay-auth-file", metavar="FILE",
+                       help="log in to the next hop with the one user:password line of FILE "
+                            "(readable by its owner only)")
+    group.add_argument("--relay-open", action="store_true",
+                       help="allow --relay on a non-loopback address without --auth-required "
+                            "or --proxy-protocol: anyone who connects may send mail through it")
+
+
+def make_relay(parser: argparse.ArgumentParser,
+               arguments: argparse.Namespace) -> delivery.RelayDelivery | None:
+    """The RelayDelivery of --relay and its --relay-* flags, or None without --relay."""
+    given = [flag for flag, value in (("--relay-tls", arguments.relay_tls),
+                                      ("--relay-ca", arguments.relay_ca),
+                                      ("--relay-insecure", arguments.relay_insecure),
+                                      ("--relay-auth-file", arguments.relay_auth_file),
+                                      ("--relay-open", arguments.relay_open)) if value]
+    if not arguments.relay:
+        if given:
+            parser.error("%s needs --relay" % given[0])
+        return None
+    if arguments.destination:
+        parser.error("--relay combines with --maildir or --mbox, not --print or --sink")
+    if arguments.relay_ca and arguments.relay_insecure:
+        parser.error("--relay-ca and --relay-insecure exclude each other")
+    try:
+        host, port = parse_address(arguments.relay)
+    except ValueError as error:
+        parser.error("--relay: %s" % error)
+    if arguments.relay_tls == "off" and arguments.relay_auth_file:
+        raise ValueError("--relay-tls off with --relay-auth-file would send the password in "
+                         "clear text; use --relay-tls required or implicit")
+    username = password = None
+    if arguments.relay_auth_file:
+        username, password = read_relay_credentials(arguments.relay_auth_file)
+    context = relay_client.relay_tls_context(arguments.relay_ca, arguments.relay_insecure)
+    relay = delivery.RelayDelivery(host, port, tls=arguments.relay_tls, username=username,
+                                   password=password, ssl_context=context)
+    if arguments.relay_insecure and relay.next_hop.tls != "off":
+        logger.warning("--relay-insecure: the certificate of %s is not verified; anyone "
+                       "between here and there can read and change the mail%s",
+                       relay.next_hop.name, " and the password" if username else "")
+    return relay
+
+
+def read_relay_credentials(path: str) -> tuple[str, str]:
+    """The ``user:password`` line of --relay-auth-file, refused if others may read it."""
+    with open(path, encoding="utf-8") as stream:
+        mode = os.fstat(stream.fileno()).st_mode
+        if mode & 0o077:
+            raise ValueError("--relay-auth-file %s: mode %04o lets group or others read it; "
+                             "chmod 600 it" % (path, stat.S_IMODE(mode)))
+        lines = [line.rstrip("\r\n") for line in stream]
+    entries = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if len(entries) != 1 or ":" not in entries[0] or entries[0].startswith(":"):
+        raise ValueError("--relay-auth-file %s: expected one user:password line" % path)
+    username, _, password = entries[0].partition(":")
+    return username, password
+
+
+def check_relay_exposure(arguments: argparse.Namespace, address: tuple[str, int] | str,
+                         server_options: dict[str, Any]) -> None:
+    """Refuse an open relay: --relay reachable beyond loopback with no restriction."""
+    if not arguments.relay or arguments.relay_open or isinstance(address, str):
+        return      # no relay, the operator's explicit choice, or a Unix socket
+    if server_options.get("auth_required") or server_options.get("proxy_protocol"):
+        return      # only logged-in users, or only connections through the trusted proxies
+    if not _is_loopback(address[0]):
+        raise ValueError("--relay on %s would be an open relay (anyone who can connect could "
+                         "send mail through it): listen on 127.0.0.1, add --auth-required or "
+                         "--proxy-protocol with --trusted-proxy, or give --relay-open"
+                         % (address[0] or "every address"))
+
+
+def _is_loopback(host: str) -> bool:
+    """True if every address ``host`` stands for is a loopback one ("" is every address)."""
+    if not host:
+        return False
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return False
+    return all(ipaddress.ip_address(str(entry[4][0]).split("%")[0]).is_loopback for entry in found)
 
 
 def run_stdlib_form(parser: argparse.ArgumentParser, arguments: argparse.Namespace,
