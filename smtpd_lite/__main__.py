@@ -5,7 +5,8 @@ each message.  Every server option of :mod:`smtpd_lite.options` is a flag of
 the same name with dashes (``max_size`` → ``--max-size``).
 
 Where messages go: ``--print`` (default), ``--maildir DIR``, ``--mbox FILE``,
-``--sink`` or ``--relay HOST:PORT`` (see :mod:`smtpd_lite.delivery`).
+``--sink`` or ``--relay HOST:PORT`` (see :mod:`smtpd_lite.delivery`), which
+may follow ``--maildir`` or ``--mbox`` and has ``--relay-*`` flags of its own.
 
 The stdlib ``smtpd`` command line works too, served by :mod:`smtpd_lite.compat`::
 

@@ -4,6 +4,7 @@ import mailbox
 import smtplib
 import subprocess
 
+import clients
 import pytest
 from processes import ServerProcess, environment, free_port, smtpd_lite_command, start_cli
 
@@ -64,6 +65,22 @@ def test_forwards_to_the_provider_over_tls_as_the_user(cli, provider, certificat
     assert send(port) == {}
     (message,) = provider.wait_for(1)
     assert message.tls is True and message.auth_user == USER
+
+
+@pytest.mark.skipif(clients.program("swaks") is None, reason=clients.not_installed("swaks"))
+def test_a_legacy_plain_text_client_is_forwarded_with_tls_and_login(cli, provider,
+                                                                   certificates, credentials):
+    _, port = cli("--relay", "127.0.0.1:%d" % provider.port, "--relay-ca", certificates.cafile,
+                  "--relay-auth-file", str(credentials))
+    result = clients.run(["swaks", "--server", "127.0.0.1", "--port", port,
+                          "--from", "cron@example.com", "--to", "admin@example.org",
+                          "--header", "Subject: nightly"])
+    assert result.returncode == 0, result
+    assert "<-  250 2.0.0 OK: queued as " in result.output
+    (message,) = provider.wait_for(1)
+    assert (message.mailfrom, message.rcpttos) == ("cron@example.com", ["admin@example.org"])
+    assert message.tls is True and message.auth_user == USER
+    assert message.message["Subject"] == "nightly"
 
 
 def test_store_and_relay_puts_the_message_in_both_places(cli, provider, certificates,
