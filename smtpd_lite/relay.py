@@ -78,7 +78,9 @@ class NextHop:
         self.tls = tls
         self.username = username
         self._password = password
-        self.ssl_context = ssl_context if ssl_context is not None else relay_tls_context()
+        if ssl_context is None and tls != "off":    # loading the CA store takes a while
+            ssl_context = relay_tls_context()
+        self.ssl_context = ssl_context
         self.timeout = timeout
 
     @property
