@@ -19,10 +19,11 @@ import argparse
 import getpass
 import importlib
 import logging
+import os
 import sys
 from typing import Any, Sequence
 
-from . import __version__, compat, delivery, passwords
+from . import __version__, compat, delivery, passwords, private_files
 from .callbacks import Handler
 from .options import OPTIONS, Option
 from .server import parse_address, serve
@@ -31,6 +32,8 @@ from .tls import tls_context
 DEFAULT_LISTEN = "127.0.0.1:8025"
 DEFAULT_REMOTE = "localhost:25"     # the stdlib's PureProxy default
 STDLIB_CLASSES = ("DebuggingServer", "PureProxy")
+
+logger = logging.getLogger("smtpd_lite")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,6 +200,8 @@ def print_password_hash() -> int:
 
 def make_delivery(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> Handler:
     """The message handler for the chosen destination."""
+    warn_if_readable_by_others(arguments.maildir or arguments.mbox,
+                               ("cur", "new", "tmp") if arguments.maildir else ())
     if arguments.maildir:
         return delivery.MaildirDelivery(arguments.maildir)
     if arguments.mbox:
@@ -210,6 +215,20 @@ def make_delivery(parser: argparse.ArgumentParser, arguments: argparse.Namespace
     if arguments.destination == "sink":
         return delivery.SinkDelivery()
     return delivery.PrintDelivery()
+
+
+def warn_if_readable_by_others(destination: str | None, folders: Sequence[str]) -> None:
+    """One warning line when an existing mail store (or a folder in it) is world-readable.
+
+    New files and folders are created owner-only; an existing one keeps the
+    mode its owner gave it, so only say what that mode means.
+    """
+    if not destination:
+        return
+    paths = [destination] + [os.path.join(destination, folder) for folder in folders]
+    if any(private_files.readable_by_others(path) for path in paths):
+        logger.warning("%s is readable by other users (chmod o-rwx %s to keep the mail "
+                       "in it private)", destination, destination)
 
 
 def run_stdlib_form(parser: argparse.ArgumentParser, arguments: argparse.Namespace,
