@@ -14,6 +14,7 @@ import errno
 import itertools
 import logging
 import os
+import re
 import smtplib
 import socket
 import sys
@@ -34,8 +35,24 @@ except ImportError:     # not POSIX: MboxDelivery cannot lock
 logger = logging.getLogger("smtpd_lite")
 
 
+# What a terminal would act on or hide rather than show: C0 and C1 controls
+# but tab and line feed (ESC starts escape sequences), DEL, zero-width and
+# bidirectional controls, line and paragraph separators, the BOM.
+_INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e"
+                        "\u2060-\u2069\ufeff]")
+
+
+def visible(text: str) -> str:
+    """``text`` with each character a terminal would act on written as an escape (``\\x1b``)."""
+    return _INVISIBLE.sub(lambda match: ascii(match.group())[1:-1], text)
+
+
 class PrintDelivery:
-    """Print each message (envelope, headers, body) to a stream: the debugging server."""
+    """Print each message (envelope, headers, body) to a stream: the debugging server.
+
+    Control characters from the message are printed as escapes (``\\x1b``,
+    ``\\r``), so a message cannot drive the terminal it is printed on.
+    """
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream if stream is not None else sys.stdout
@@ -44,8 +61,8 @@ class PrintDelivery:
     def __call__(self, peer: Peer, mailfrom: str, rcpttos: Sequence[str], data: bytes) -> None:
         envelope = ("---------- MESSAGE FOLLOWS ----------\n"
                     "X-Peer: %s\nX-MailFrom: %s\nX-RcptTo: %s\n"
-                    % (peer[0], mailfrom or "<>", ", ".join(rcpttos)))
-        body = data.decode("utf-8", "replace").replace("\r\n", "\n")
+                    % (peer[0], visible(mailfrom or "<>"), visible(", ".join(rcpttos))))
+        body = visible(data.decode("utf-8", "replace").replace("\r\n", "\n"))
         if not body.endswith("\n"):
             body += "\n"
         with self._lock:
