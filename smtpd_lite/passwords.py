@@ -308,10 +308,10 @@ class CheckLimiter:
         # already by the time the last one is counted.
         if self._score(key, time.monotonic()) > self.failures - 1:
             logger.warning("%s: too many authentication failures; refusing for now", address)
-            raise replies.SMTPError(454, replies.AUTH_BRAKED_TEXT, "4.7.0")
+            raise _refusal(replies.AUTH_BRAKED)
         if not _check_slots.acquire(timeout=CHECK_WAIT):
             logger.warning("%s: every password check slot busy; answering 454", address)
-            raise replies.SMTPError(454, replies.AUTH_BUSY_TEXT, "4.7.0")
+            raise _refusal(replies.AUTH_BUSY)
         try:
             verified = _check_threads().submit(verify).result()
         finally:
@@ -333,6 +333,12 @@ class CheckLimiter:
             if len(self._scores) >= _MAX_BRAKED_ADDRESSES:
                 del self._scores[next(iter(self._scores))]     # the longest quiet
             self._scores[key] = (score, now)
+
+
+def _refusal(reply: str) -> replies.SMTPError:
+    """``reply`` (code, enhanced code, text) as the SMTPError the session answers with."""
+    code, enhanced, text = reply.split(" ", 2)
+    return replies.SMTPError(int(code), text, enhanced)
 
 
 def _brake_key(address: str) -> str:
