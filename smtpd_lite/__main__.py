@@ -27,7 +27,7 @@ import stat
 import sys
 from typing import Any, Sequence
 
-from . import __version__, compat, delivery, passwords
+from . import __version__, compat, delivery, passwords, private_files
 from . import relay as relay_client
 from .callbacks import Handler
 from .options import OPTIONS, Option
@@ -206,6 +206,8 @@ def make_delivery(parser: argparse.ArgumentParser, arguments: argparse.Namespace
     """The message handler for the chosen destination (a store, a relay, or both)."""
     relay = make_relay(parser, arguments)
     store: Handler | None = None
+    warn_if_readable_by_others(arguments.maildir or arguments.mbox,
+                               ("cur", "new", "tmp") if arguments.maildir else ())
     if arguments.maildir:
         store = delivery.MaildirDelivery(arguments.maildir)
     elif arguments.mbox:
@@ -318,6 +320,18 @@ def _is_loopback(host: str) -> bool:
     except OSError:
         return False
     return all(ipaddress.ip_address(str(entry[4][0]).split("%")[0]).is_loopback for entry in found)
+def warn_if_readable_by_others(destination: str | None, folders: Sequence[str]) -> None:
+    """One warning line when an existing mail store (or a folder in it) is world-readable.
+
+    New files and folders are created owner-only; an existing one keeps the
+    mode its owner gave it, so only say what that mode means.
+    """
+    if not destination:
+        return
+    paths = [destination] + [os.path.join(destination, folder) for folder in folders]
+    if any(private_files.readable_by_others(path) for path in paths):
+        logger.warning("%s is readable by other users (chmod o-rwx %s to keep the mail "
+                       "in it private)", destination, destination)
 
 
 def run_stdlib_form(parser: argparse.ArgumentParser, arguments: argparse.Namespace,

@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any, Dict, Iterable, Sequence, TypeVar
 
-from . import delivery
+from . import delivery, signals
 from .callbacks import Peer, accepted_extras
 from .replies import SMTPError
 from .server import SMTPServer as _SMTPServer
@@ -295,8 +295,4 @@ def loop(timeout: float = 30.0, use_poll: bool = False, map: ServerMap | None = 
 
 def _catch_signals(event: threading.Event) -> dict[int, Any]:
     """Make SIGINT and SIGTERM set ``event`` (main thread only); the old handlers."""
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda *_: event.set())
-    return previous
+    return signals.install_stop_handlers(lambda signum: event.set())

@@ -9,18 +9,22 @@ nothing is lost silently.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import logging
 import os
+import re
 import socket
 import ssl
 import sys
 import threading
 import time
-from typing import Mapping, Sequence, TextIO
+from typing import Iterator, Mapping, Sequence, TextIO
 
 from .callbacks import Handler, Peer
 from .grammar import Params
+from .private_files import create_private, make_private_folders, open_private
 from .relay import NextHop, encode_xtext  # noqa: F401  (encode_xtext: re-exported)
 from .replies import SMTPError
 
@@ -29,9 +33,27 @@ try:
 except ImportError:     # not POSIX: MboxDelivery cannot lock
     fcntl = None  # type: ignore[assignment]
 
+logger = logging.getLogger("smtpd_lite")
+
+
+# What a terminal would act on or hide rather than show: C0 and C1 controls
+# but tab and line feed (ESC starts escape sequences), DEL, zero-width and
+# bidirectional controls, line and paragraph separators, the BOM.
+_INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e"
+                        "\u2060-\u2069\ufeff]")
+
+
+def visible(text: str) -> str:
+    """``text`` with each character a terminal would act on written as an escape (``\\x1b``)."""
+    return _INVISIBLE.sub(lambda match: ascii(match.group())[1:-1], text)
+
 
 class PrintDelivery:
-    """Print each message (envelope, headers, body) to a stream: the debugging server."""
+    """Print each message (envelope, headers, body) to a stream: the debugging server.
+
+    Control characters from the message are printed as escapes (``\\x1b``,
+    ``\\r``), so a message cannot drive the terminal it is printed on.
+    """
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream if stream is not None else sys.stdout
@@ -40,8 +62,8 @@ class PrintDelivery:
     def __call__(self, peer: Peer, mailfrom: str, rcpttos: Sequence[str], data: bytes) -> None:
         envelope = ("---------- MESSAGE FOLLOWS ----------\n"
                     "X-Peer: %s\nX-MailFrom: %s\nX-RcptTo: %s\n"
-                    % (peer[0], mailfrom or "<>", ", ".join(rcpttos)))
-        body = data.decode("utf-8", "replace").replace("\r\n", "\n")
+                    % (peer[0], visible(mailfrom or "<>"), visible(", ".join(rcpttos))))
+        body = visible(data.decode("utf-8", "replace").replace("\r\n", "\n"))
         if not body.endswith("\n"):
             body += "\n"
         with self._lock:
@@ -69,7 +91,8 @@ def stored_form(mailfrom: str, rcpttos: Sequence[str], data: bytes) -> bytes:
 class MaildirDelivery:
     """Store each message in a Maildir: written to ``tmp/``, fsync'd, renamed into ``new/``.
 
-    The directory is created if needed (with ``cur/``, ``new/``, ``tmp/``).
+    The directory is created if needed (with ``cur/``, ``new/``, ``tmp/``):
+    new folders mode 0700, each message mode 0600.
     File names follow :class:`mailbox.Maildir` (``time.MusecPpidQn.host``), so
     any Maildir reader, :class:`mailbox.Maildir` included, can read the result.
     """
@@ -77,25 +100,27 @@ class MaildirDelivery:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.path.abspath(path)
         for folder in ("cur", "new", "tmp"):
-            os.makedirs(os.path.join(self.path, folder), mode=0o700, exist_ok=True)
+            make_private_folders(os.path.join(self.path, folder))
         self._counter = itertools.count(1)
         self._counter_lock = threading.Lock()
 
     def __call__(self, peer: Peer, mailfrom: str, rcpttos: Sequence[str], data: bytes) -> None:
         name = self.unique_name()
         temporary = os.path.join(self.path, "tmp", name)
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with open(descriptor, "wb") as stream:
-                stream.write(stored_form(mailfrom, rcpttos, data))
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.rename(temporary, os.path.join(self.path, "new", name))
-        except BaseException:
-            _remove(temporary)
-            raise
-        # The rename is durable only once the directory itself is on disk.
-        _fsync_directory(os.path.join(self.path, "new"))
+        with _full_disk_is_452():
+            descriptor = create_private(temporary, os.O_WRONLY)
+            try:
+                try:
+                    _write_all(descriptor, stored_form(mailfrom, rcpttos, data))
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
+                os.rename(temporary, os.path.join(self.path, "new", name))
+            except BaseException:
+                _remove(temporary)
+                raise
+            # The rename is durable only once the directory itself is on disk.
+            _fsync_directory(os.path.join(self.path, "new"))
 
     def unique_name(self) -> str:
         """``<seconds>.M<microseconds>P<pid>Q<counter>.<host>``, as mailbox.Maildir names."""
@@ -111,8 +136,11 @@ class MboxDelivery:
 
     ``lockf`` is the lock :meth:`mailbox.mbox.lock` and most mail readers take,
     so they never see half a message.  Lines starting with ``From `` become
-    ``>From `` (as :mod:`mailbox` writes them); a failed write is cut off
-    again so the file stays a valid mbox.
+    ``>From `` (as :mod:`mailbox` writes them).  A failed write is cut off
+    again, and a last message that a writer killed half-way left without its
+    final blank line is ended first, so every message that got a 250 is a
+    message of its own for any mbox reader.  A new mbox file is created
+    mode 0600; an existing one keeps its mode.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -123,19 +151,16 @@ class MboxDelivery:
 
     def __call__(self, peer: Peer, mailfrom: str, rcpttos: Sequence[str], data: bytes) -> None:
         entry = self.entry(mailfrom, rcpttos, data)
-        with self._lock, open(self.path, "ab") as stream:
-            fcntl.lockf(stream, fcntl.LOCK_EX)
+        with self._lock, _full_disk_is_452():
+            descriptor = open_private(self.path, os.O_RDWR | os.O_APPEND)
             try:
-                end = stream.seek(0, os.SEEK_END)
+                fcntl.lockf(descriptor, fcntl.LOCK_EX)
                 try:
-                    stream.write(entry)
-                    stream.flush()
-                    os.fsync(stream.fileno())
-                except BaseException:
-                    stream.truncate(end)
-                    raise
+                    _append_to_mbox(descriptor, entry)
+                finally:
+                    fcntl.lockf(descriptor, fcntl.LOCK_UN)
             finally:
-                fcntl.lockf(stream, fcntl.LOCK_UN)
+                os.close(descriptor)
 
     @staticmethod
     def entry(mailfrom: str, rcpttos: Sequence[str], data: bytes) -> bytes:
@@ -246,3 +271,50 @@ def _temporary(error: SMTPError) -> SMTPError:
     if error.code < 500:
         return error
     return SMTPError(451, error.message, "4" + error.enhanced[1:])
+@contextlib.contextmanager
+def _full_disk_is_452() -> Iterator[None]:
+    """A full disk or quota is ``452 4.3.1`` (RFC 3463: mail system full), logged."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        logger.error("cannot store a message: %s", error)
+        raise SMTPError(452, "Error: insufficient system storage", "4.3.1") from None
+
+
+def _append_to_mbox(descriptor: int, entry: bytes) -> None:
+    """Append ``entry`` and fsync it; on any failure cut the file back to where it was."""
+    end = os.fstat(descriptor).st_size
+    try:
+        _write_all(descriptor, _mbox_separator(descriptor, end))
+        _write_all(descriptor, entry)
+        os.fsync(descriptor)
+    except BaseException:
+        # On the descriptor itself: a buffered stream would first flush what
+        # it holds, fail again (a full disk stays full) and never truncate.
+        try:
+            os.ftruncate(descriptor, end)
+        except OSError as error:
+            logger.error("cannot cut the mbox back after a failed append: %s", error)
+        raise
+
+
+def _mbox_separator(descriptor: int, end: int) -> bytes:
+    """What the mbox needs before a new ``From`` line: nothing, or the missing line ends.
+
+    A message ends with a blank line.  A writer cut short (kill -9, a full
+    disk) can leave one without it; ending it keeps that fragment a
+    (damaged) message of its own instead of gluing the next one onto it.
+    """
+    tail = os.pread(descriptor, 2, max(end - 2, 0))
+    if tail in (b"", b"\n", b"\n\n"):
+        return b""
+    return b"\n" if tail.endswith(b"\n") else b"\n\n"
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (a write may be short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view):]

@@ -73,6 +73,8 @@ AUTH_LINE_TOO_LONG = "500 5.5.6 Error: authentication exchange line is too long"
 AUTH_SUCCEEDED = "235 2.7.0 Authentication successful"
 AUTH_FAILED = "535 5.7.8 Error: authentication failed"
 AUTH_TEMPORARY_FAILURE = "454 4.7.0 Temporary authentication failure"
+AUTH_BRAKED = "454 4.7.0 Error: too many authentication failures from your address, try later"
+AUTH_BUSY = "454 4.7.0 Error: too many authentication attempts at once, try later"
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
 TOO_MANY_AUTH_FAILURES = "421 4.7.0 {hostname} Error: too many authentication failures"
 

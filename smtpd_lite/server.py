@@ -10,23 +10,20 @@ import collections
 import errno
 import logging
 import os
-import signal
 import socket
 import socketserver
 import stat
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Tuple, Union
+from typing import Any, Tuple, Union
 
 from . import callbacks, grammar, proxy, replies
 from . import options as options_table
 from .pool import ThreadPool
 from .session import SMTPSession, peer_address
+from .signals import StopRequest
 from .watchdog import Watchdog
 from .workers import serve_workers
-
-if TYPE_CHECKING:
-    from types import FrameType
 
 # What serve() and SMTPServer accept as an address.
 Address = Union[str, "os.PathLike[str]", Tuple[str, int]]
@@ -389,31 +386,26 @@ def _run_worker(server: SMTPServer, index: int) -> None:
     """A forked child: serve, then drain (the parent's ``with`` does not run here)."""
     server._worker_index = index
     run_until_signalled(server)
-    server.server_close()
 
 
 def run_until_signalled(server: SMTPServer) -> None:
-    """Run ``server.serve_forever`` until SIGINT/SIGTERM, then stop accepting."""
-    stop = threading.Event()
-    previous: dict[int, Any] = {}
+    """Run ``server.serve_forever`` until SIGINT/SIGTERM, then drain it (``server_close``).
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, on_signal)
-    accept_loop = threading.Thread(target=server.serve_forever, name="smtpd_lite accept",
-                                   daemon=True)
-    accept_loop.start()
-    try:
-        while not stop.wait(1.0) and accept_loop.is_alive():
+    The signals stay caught until the drain is over: a repeated one is
+    logged and lets the sessions in progress finish all the same (SIGKILL
+    is the hard stop).
+    """
+    with StopRequest() as stop:
+        accept_loop = threading.Thread(target=server.serve_forever, name="smtpd_lite accept",
+                                       daemon=True)
+        accept_loop.start()
+        try:
+            while not stop.requested.wait(1.0) and accept_loop.is_alive():
+                pass
+        except KeyboardInterrupt:
             pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.shutdown()
-        accept_loop.join()
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        finally:
+            server.shutdown()
+            accept_loop.join()
+            server.server_close()
     logger.info("smtpd_lite stopped")

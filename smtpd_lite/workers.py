@@ -14,8 +14,9 @@ import os
 import signal
 import time
 from socket import socket
-from types import FrameType
-from typing import Any, Callable
+from typing import Callable
+
+from .signals import Handlers, install_stop_handlers, restore_handlers
 
 logger = logging.getLogger("smtpd_lite")
 
@@ -40,14 +41,14 @@ def serve_workers(listener: socket, count: int,
     stopping: list[int] = []
     children: dict[int, tuple[float, int]] = {}     # pid: (started, index)
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        # waitpid() resumes after a handler (PEP 475), so pass the signal on here.
+    def stop(signum: int) -> None:
+        # waitpid() resumes after a handler (PEP 475), so pass the signal on
+        # here; a repeated one too, for each child to log it and drain on.
         stopping.append(signum)
         for pid in list(children):
             _signal(pid, signal.SIGTERM)
 
-    previous: dict[int, Any] = {signum: signal.signal(signum, stop)
-                                for signum in (signal.SIGTERM, signal.SIGINT)}
+    previous = install_stop_handlers(stop)
     try:
         for index in range(count):
             if stopping:
@@ -68,14 +69,13 @@ def serve_workers(listener: socket, count: int,
             if not stopping:
                 _start_child(children, index, run_child, previous, stopping)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        restore_handlers(previous)
         for pid in children:
             _signal(pid, signal.SIGTERM)
 
 
 def _start_child(children: dict[int, tuple[float, int]], index: int,
-                 run_child: Callable[[int], object], previous: dict[int, Any],
+                 run_child: Callable[[int], object], previous: Handlers,
                  stopping: list[int]) -> None:
     pid = os.fork()
     if pid:
@@ -84,8 +84,7 @@ def _start_child(children: dict[int, tuple[float, int]], index: int,
             _signal(pid, signal.SIGTERM)
         return
     # In the child: default signal handling until its own server installs one.
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)
+    restore_handlers(previous)
     status = 1
     try:
         run_child(index)

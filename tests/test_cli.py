@@ -7,6 +7,8 @@ import smtplib
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from processes import (
@@ -278,6 +280,104 @@ def test_mbox(cli, tmp_path):
     assert first.get_from().startswith("a@example.com ")
     assert second["Subject"] == "second"
     assert second.get_from().startswith("MAILER-DAEMON ")
+
+
+WHOLE_AND_CUT = (b"From a@example.com Thu Jan  1 00:00:00 2026\nSubject: whole\n\nbody\n\n"
+                 b"From c@example.com Thu Jan  1 00:00:01 2026\nSubject: cut\n\nbody ful")
+
+
+@pytest.mark.parametrize("ending", [b"", b"l\n"], ids=["mid-line", "after a line"])
+def test_mbox_message_after_a_cut_off_append_is_a_message_of_its_own(cli, tmp_path, ending):
+    # What a writer killed half-way through an append leaves: a last message
+    # without its final blank line (or without even its last line end).
+    path = tmp_path / "mail.mbox"
+    path.write_bytes(WHOLE_AND_CUT + ending)
+    server, port = cli("--mbox", str(path))
+    send(port)
+    assert server.stop() == 0
+    whole, cut, ours = mailbox.mbox(str(path), create=False)
+    assert (whole["Subject"], whole.get_payload()) == ("whole", "body\n")
+    assert cut["Subject"] == "cut"
+    assert ours["Subject"] == "cli"
+    assert ours.get_from().startswith("a@example.com ")
+    assert ours.get_payload() == ">From the command line\n.dot\n"
+
+
+def test_mbox_server_killed_mid_append_loses_no_acknowledged_message(cli, tmp_path):
+    path = tmp_path / "mail.mbox"
+    server, port = cli("--mbox", str(path), "--max-size", "0")
+    send(port)
+    acknowledged = path.stat().st_size
+    big = "Subject: big\r\n\r\n" + ("x" * 998 + "\r\n") * 40000     # 40 MB
+    sending = threading.Thread(target=_send_and_ignore_errors, args=(port, big))
+    sending.start()
+    try:
+        # Kill the moment the append starts, to cut it short if we can.
+        deadline = time.monotonic() + 60
+        while path.stat().st_size == acknowledged and time.monotonic() < deadline:
+            time.sleep(0.001)
+        server.process.send_signal(signal.SIGKILL)
+    finally:
+        sending.join(60)
+    assert server.process.wait(10) == -signal.SIGKILL
+    assert path.stat().st_size > acknowledged
+    server, port = cli("--mbox", str(path))
+    send(port, "Subject: after\r\n\r\nsmall\r\n")
+    assert server.stop() == 0
+    messages = list(mailbox.mbox(str(path), create=False))
+    assert messages[0]["Subject"] == "cli"
+    assert messages[0].get_payload() == ">From the command line\n.dot\n"
+    assert messages[-1]["Subject"] == "after" and messages[-1].get_payload() == "small\n"
+    assert len(messages) == 3
+
+
+def _send_and_ignore_errors(port, message):
+    try:
+        send(port, message)
+    except (OSError, smtplib.SMTPException):
+        pass
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs mounted in tmp_path (root only): a disk that fills up."""
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs",
+                                  str(mountpoint)], capture_output=True, text=True, timeout=30)
+    except OSError as error:
+        pytest.skip("cannot run mount: %s" % error)
+    if mounted.returncode:
+        pytest.skip("mounting a tmpfs is not permitted here: %s" % mounted.stderr.strip())
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True, timeout=30)
+
+
+@pytest.mark.parametrize("destination", ["--mbox", "--maildir"])
+def test_full_disk_is_452_and_the_next_message_is_whole(cli, small_disk, destination):
+    path = small_disk / "mail"
+    server, port = cli(destination, str(path))
+    send(port)
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * 160 * 1024)
+    too_big = "Subject: big\r\n\r\n" + ("y" * 70 + "\r\n") * 2000     # 144 KiB
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(port, too_big)
+    assert refused.value.smtp_code == 452
+    assert refused.value.smtp_error == b"4.3.1 Error: insufficient system storage"
+    filler.unlink()
+    send(port, "Subject: after\r\n\r\nsmall\r\n")
+    assert server.stop() == 0
+    box = (mailbox.mbox if destination == "--mbox" else mailbox.Maildir)(str(path), create=False)
+    try:
+        assert sorted(message["Subject"] for message in box) == ["after", "cli"]
+    finally:
+        box.close()     # an open file keeps the tmpfs busy
+    if destination == "--maildir":
+        assert os.listdir(path / "tmp") == []
 
 
 # -- relay -------------------------------------------------------------------------------

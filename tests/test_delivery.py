@@ -39,6 +39,18 @@ def test_print_writes_envelope_headers_and_body():
         "------------ END MESSAGE ------------\n")
 
 
+def test_print_shows_control_characters_instead_of_sending_them_to_the_terminal():
+    stream = io.StringIO()
+    hostile = (b"Subject: \x1b]0;owned\x07title\r\n\r\n\x1b[2J\x1b[31mred\xc2\x9b1m\tkept"
+               b"over\x7f\r\n\xe2\x80\xaeevil\xe2\x80\xa8split\r\n")
+    with capture(delivery.PrintDelivery(stream), received_header=False) as server:
+        send(server, hostile)
+    printed = stream.getvalue()
+    assert ("Subject: \\x1b]0;owned\\x07title\n\n\\x1b[2J\\x1b[31mred\\x9b1m\tkept"
+            "over\\x7f\n\\u202eevil\\u2028split\n") in printed
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u202e]", printed)
+
+
 def test_sink_accepts_everything():
     with capture(delivery.SinkDelivery()) as server:
         assert send(server) == {}

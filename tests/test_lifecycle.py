@@ -1,6 +1,7 @@
 """Connection limits, deadlines, handler timeout, graceful shutdown, resource hygiene."""
 
 import os
+import signal
 import smtplib
 import socket
 import subprocess
@@ -9,7 +10,16 @@ import threading
 import time
 
 import pytest
-from processes import bench_module, needs_two_cpus, proc_status, wait_for_port, wait_until
+from processes import (
+    bench_module,
+    free_port,
+    kill_group,
+    needs_two_cpus,
+    proc_status,
+    start_process_group,
+    wait_for_port,
+    wait_until,
+)
 from wire import RawClient
 
 from smtpd_lite import SMTPServer
@@ -265,6 +275,16 @@ def test_shutdown_with_a_stuck_handler_returns_by_the_deadline():
     release.set()
 
 
+def _send_message_without_reading_the_reply(port):
+    """A RawClient to 127.0.0.1:``port`` that has sent a whole message; its reply is next."""
+    client = RawClient("127.0.0.1", port)
+    client.reply()
+    for line in ("EHLO x", "MAIL FROM:<a@example.com>", "RCPT TO:<b@example.com>", "DATA"):
+        client.command(line)
+    client.send(b"x\r\n.\r\n")
+    return client
+
+
 def test_serve_exits_0_on_sigterm_with_a_stuck_handler(tmp_path):
     script = tmp_path / "stuck.py"
     script.write_text(
@@ -281,20 +301,50 @@ def test_serve_exits_0_on_sigterm_with_a_stuck_handler(tmp_path):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for_port(port, process)
-        client = RawClient("127.0.0.1", port)
-        client.reply()
-        for line in ("EHLO x", "MAIL FROM:<a@example.com>", "RCPT TO:<b@example.com>", "DATA"):
-            client.command(line)
-        client.send(b"x\r\n.\r\n")
+        client = _send_message_without_reading_the_reply(port)
         assert process.stdout.readline() == b"in handler\n"
         started = time.monotonic()
         process.terminate()
         process.wait(timeout=10)
         assert time.monotonic() - started < 1 + 1.5
+        client.close()
     finally:
         process.kill()
     assert process.returncode == 0
     assert process.stderr.read() == b""
+
+
+SLOW_SERVER = (
+    "import logging, sys, time, smtpd_lite\n"
+    "logging.basicConfig()\n"
+    "def handler(*args):\n"
+    "    print('in handler', flush=True)\n"
+    "    time.sleep(1.5)\n"
+    "smtpd_lite.serve(sys.argv[1], handler, workers=int(sys.argv[2]), shutdown_timeout=10)\n")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_second_signal_during_the_drain_does_not_cut_off_the_message(workers, second):
+    port = free_port()
+    process = start_process_group([sys.executable, "-c", SLOW_SERVER, "127.0.0.1:%d" % port,
+                                   str(workers)])
+    try:
+        wait_for_port(port, process)
+        client = _send_message_without_reading_the_reply(port)
+        assert process.stdout.readline() == b"in handler\n"
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        process.send_signal(second)
+        assert client.reply().startswith("250 ")
+        client.close()
+        process.wait(timeout=15)
+        stderr = process.stderr.read().decode()
+    finally:
+        kill_group(process)
+    assert process.returncode == 0
+    assert "%s again: still letting the sessions in progress finish" % second.name in stderr
+    assert "Traceback" not in stderr
 
 
 # -- disconnects, threads, descriptors -----------------------------------------------

@@ -3,12 +3,16 @@
 import base64
 import hashlib
 import re
+import threading
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from processes import proc_status, start_cli
+from wire import RawClient
 
-from smtpd_lite import passwords
+from smtpd_lite import SMTPError, passwords
 from smtpd_lite.passwords import (
     PBKDF2_ITERATIONS,
     SCRYPT_N,
@@ -236,6 +240,30 @@ def test_load_auth_file_refuses_malformed_lines(tmp_path, line):
         load_auth_file(write(tmp_path, f"# header\n{line}\n"))
 
 
+SALT_AND_HASH = "c2FsdHNhbHRzYWx0c2FsdA==$aGFzaGhhc2hoYXNoaGFzaA=="
+
+
+@pytest.mark.parametrize("encoded, complaint", [
+    ("pbkdf2_sha256$%d$" % (10 * PBKDF2_ITERATIONS + 1), "PBKDF2 iterations above 6000000"),
+    ("pbkdf2_sha256$9999999999$", "PBKDF2 iterations above"),
+    ("scrypt$1048576$8$1$", "more than 256 MiB"),            # 1 GiB per check
+    ("scrypt$65536$8$16$", "N\\*r\\*p above 6553600"),       # 64 MiB, but 13 times the work
+    ("scrypt$16$1073741823$1$", "more than 256 MiB"),
+])
+def test_load_auth_file_refuses_absurd_costs_naming_the_line(tmp_path, encoded, complaint):
+    # Every login attempt, by anyone, pays for one check of such a hash.
+    path = write(tmp_path, "alice:%s\nbob:%s%s\n" % (fast_hash("pw"), encoded, SALT_AND_HASH))
+    with pytest.raises(ValueError, match="line 2: .*" + complaint) as caught:
+        load_auth_file(path)
+    assert "plain-text" not in str(caught.value)
+
+
+def test_the_costliest_recommended_settings_still_load(tmp_path):
+    path = write(tmp_path, "a:scrypt$131072$8$1$%s\nb:pbkdf2_sha256$1000000$%s\n"
+                 % (SALT_AND_HASH, SALT_AND_HASH))
+    assert set(load_auth_file(path)) == {"a", "b"}
+
+
 def test_load_auth_file_refuses_a_colon_in_the_user_name(tmp_path):
     # Everything before the first colon is the user, so the rest is no hash.
     encoded = fast_hash("pw")
@@ -347,3 +375,88 @@ def test_handler_from_a_loaded_file(tmp_path):
     handler = file_auth_handler(load_auth_file(path))
     assert handler(PEER, "LOGIN", "alice", "a-secret", None) is True
     assert handler(PEER, "LOGIN", "alice", "wrong", None) is False
+
+
+# -- what guessing can make a server spend (a real --auth-file server) --------
+
+def auth_plain(username, password):
+    return "AUTH PLAIN " + b64(b"\0%s\0%s" % (username.encode(), password.encode()))
+
+
+def start_auth_server(tmp_path, encoded, *options):
+    path = write(tmp_path, "alice:%s\n" % encoded)
+    return start_cli("--sink", "--auth-file", str(path), "--auth-allow-plaintext", *options)
+
+
+def one_attempt(port, password="wrong", replies=None):
+    """One session, one AUTH PLAIN for alice; its reply (appended to ``replies`` too)."""
+    client = RawClient("127.0.0.1", port, timeout=60)
+    try:
+        client.reply()
+        client.command("EHLO x")
+        reply = client.command(auth_plain("alice", password))
+    finally:
+        client.close()
+    if replies is not None:
+        replies.append(reply)
+    return reply
+
+
+def in_parallel(count, function, *args):
+    threads = [threading.Thread(target=function, args=args) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+
+@needs_scrypt
+def test_simultaneous_wrong_attempts_keep_the_server_memory_bounded(tmp_path):
+    server, port = start_auth_server(tmp_path, hash_password("a-secret"))   # 16 MiB scrypt
+    try:
+        one_attempt(port, "a-secret")       # warm up: one check's memory is expected
+        before = int(proc_status(server.process.pid)["VmHWM"])     # peak RSS, KiB
+        replies = []
+        in_parallel(40, one_attempt, port, "wrong", replies)
+        peak = int(proc_status(server.process.pid)["VmHWM"])
+    finally:
+        server.close()
+    assert len(replies) == 40
+    assert {reply[:3] for reply in replies} <= {"535", "454"}
+    # 40 checks at once would take 640 MiB; two at a time take 32.
+    assert peak - before < 100 * 1024, (before, peak)
+
+
+def test_reconnecting_sessions_from_one_address_are_braked(tmp_path):
+    server, port = start_auth_server(tmp_path, fast_hash("a-secret"))
+    try:
+        replies = []
+        in_parallel(passwords.BRAKE_FAILURES, one_attempt, port, "wrong", replies)
+        assert [reply[:3] for reply in replies] == ["535"] * passwords.BRAKE_FAILURES
+        braked = [one_attempt(port, password) for password in ("wrong", "a-secret")]
+    finally:
+        server.close()
+    # The right password is braked too: the brake tells nothing about the accounts.
+    assert braked == ["454 4.7.0 Error: too many authentication failures from your "
+                      "address, try later"] * 2
+
+
+def test_brake_counts_an_ipv6_client_by_its_slash_64():
+    limiter = passwords.CheckLimiter(failures=2)
+    for address in ("2001:db8::1", "2001:db8::2"):
+        assert limiter.check(address, lambda: False) is False
+    with pytest.raises(SMTPError) as braked:
+        limiter.check("2001:db8::ffff:1", lambda: True)
+    assert braked.value.code == 454
+    assert limiter.check("2001:db8:0:1::1", lambda: True) is True    # another /64
+    assert limiter.check("192.0.2.1", lambda: True) is True
+
+
+def test_brake_forgets_failures_with_time():
+    limiter = passwords.CheckLimiter(failures=2, forget_seconds=0.2)
+    for _ in range(2):
+        limiter.check("192.0.2.1", lambda: False)
+    with pytest.raises(SMTPError):
+        limiter.check("192.0.2.1", lambda: True)
+    time.sleep(0.3)
+    assert limiter.check("192.0.2.1", lambda: True) is True
