@@ -225,7 +225,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
         if method is None:
             self.protocol_error(replies.UNKNOWN_COMMAND)
             return
-        refusal = self.gate(verb)
+        refusal = replies.LINE_TOO_LONG if self.command_too_long(verb, len(raw) - 2) \
+            else self.gate(verb)
         if refusal is not None:
             self.protocol_error(refusal)
             return
@@ -246,6 +247,14 @@ class SMTPSession(socketserver.StreamRequestHandler):
     # come first (no mechanism is offered in the clear).
     BEFORE_AUTH = frozenset({"AUTH", "EHLO", "HELO", "LHLO", "NOOP", "RSET", "QUIT",
                              "STARTTLS", "BDAT"})
+
+    def command_too_long(self, verb: str, size: int) -> bool:
+        """True if a ``verb`` line of ``size`` octets (no CRLF) is over a per-verb limit.
+
+        The native session has one limit for all verbs, checked before;
+        subclasses may be stricter for some.
+        """
+        return False
 
     def gate(self, verb: str) -> str | None:
         """The 530 refusal for ``verb`` under ``require_tls`` or ``auth_required``, or None."""
