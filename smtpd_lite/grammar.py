@@ -133,13 +133,14 @@ def parse_path(path: str, *, smtputf8: bool = False, allow_null: bool = False,
     ``"<>"`` gives ``""`` when ``allow_null``; a source route (``<@a,@b:u@c>``)
     is validated and dropped (RFC 5321 §4.1.2, §C); ``<Postmaster>`` is
     accepted when ``allow_postmaster`` (RCPT only).  Not ``strict``, a
-    mailbox may lack its domain (``<John>``) and its local part may exceed
-    64 octets, as internal mail and VERP senders need.  Raises
+    mailbox may lack its domain (``<John>``), and its local part may exceed
+    64 octets and the path 256 (the command line limit still bounds them),
+    as internal mail and VERP senders need.  Raises
     :class:`AddressError`.
     """
     simple = _SIMPLE_PATH.match(path)
-    if simple is not None and len(path) <= MAX_PATH and \
-            (not strict or simple.end("local") - 1 <= MAX_LOCAL_PART):
+    if simple is not None and (not strict or (
+            len(path) <= MAX_PATH and simple.end("local") - 1 <= MAX_LOCAL_PART)):
         return simple.group("mailbox")
     return _parse_path(path, smtputf8=smtputf8, allow_null=allow_null,
                        allow_postmaster=allow_postmaster, strict=strict)
@@ -156,7 +157,7 @@ def _parse_path(path: str, *, smtputf8: bool, allow_null: bool, allow_postmaster
         raise AddressError("syntax")
     else:
         inner = path
-    if octets(inner) + 2 > MAX_PATH:
+    if strict and octets(inner) + 2 > MAX_PATH:
         raise AddressError("syntax")
     if not inner:
         if allow_null and path == "<>":

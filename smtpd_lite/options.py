@@ -78,9 +78,9 @@ OPTIONS = (
             "Bare CR or LF in DATA: 'reject' answers 550 5.5.2 after end-of-data; "
             "'normalize' turns them into CRLF.", choices=("reject", "normalize")),
     _option("strict_addresses", "bool", True,
-            "Refuse (501) a MAIL or RCPT address without a domain (<John>) or with a local part "
-            "over 64 octets, as RFC 5321 asks; False accepts both (internal tools, VERP "
-            "and SRS senders, the old stdlib smtpd)."),
+            "Refuse (501) a MAIL or RCPT address without a domain (<John>), with a local part "
+            "over 64 octets or a path over 256, as RFC 5321 asks; False accepts them (internal "
+            "tools, VERP and SRS senders, the old stdlib smtpd)."),
     _option("received_header", "bool", True, "Prepend a Received: header to each message."),
     _option("reverse_dns", "bool", False,
             "Look up the client's host name (PTR) for the Received header."),
