@@ -8,6 +8,7 @@ argument, and every reply code.
 """
 
 import json
+import os
 import shutil
 import signal
 import smtplib
@@ -516,3 +517,57 @@ def test_loop_returns_on_signal_and_closes(tmp_path, signum):
     assert "Traceback" not in "".join(program.stderr)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+# A program as written for Python 2.7-3.11 in 2015: a SMTPServer subclass, a
+# channel with an extra verb, domainless addresses; only the import and the
+# loop call are changed as the porting guide says.
+PROGRAM_2015 = '''
+import sys
+from smtpd_lite import compat as smtpd          # was: import smtpd, asyncore
+
+
+class XyzzyChannel(smtpd.SMTPChannel):
+    def smtp_XYZZY(self, arg):
+        if not self.seen_greeting:
+            self.push("503 Error: send HELO first")
+            return
+        self.push("250 Nothing happens, %s" % self.seen_greeting)
+
+
+class Sink(smtpd.SMTPServer):
+    channel_class = XyzzyChannel
+
+    def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
+        print("%s -> %s: %r" % (mailfrom, ",".join(rcpttos), data))
+        sys.stdout.flush()
+
+
+server = Sink(("127.0.0.1", 0), None)
+print(server.socket.getsockname()[1])
+sys.stdout.flush()
+try:
+    smtpd.loop()                                # was: asyncore.loop()
+except KeyboardInterrupt:
+    pass
+'''
+
+PYTHON_313 = "/root/.pyenv/versions/3.13.0/bin/python3"
+
+
+@pytest.mark.skipif(not os.path.exists(PYTHON_313), reason="no Python 3.13 here")
+def test_a_2015_program_runs_on_python_313(tmp_path):
+    script = tmp_path / "sink.py"
+    script.write_text(PROGRAM_2015)
+    program = ServerProcess([PYTHON_313, str(script)])
+    try:
+        port = int(program.line())
+        with smtplib.SMTP("127.0.0.1", port, local_hostname="box", timeout=10) as client:
+            assert client.docmd("XYZZY") == (503, b"Error: send HELO first")
+            client.helo("box")
+            assert client.docmd("XYZZY") == (250, b"Nothing happens, box")
+            assert client.sendmail("John", ["Sally"], "Subject: hi\n\nbare line feeds\n") == {}
+        assert program.line() == "John -> Sally: b'Subject: hi\\n\\nbare line feeds'"
+    finally:
+        assert program.stop(signal.SIGINT) == 0
+    assert "Traceback" not in "".join(program.stderr)
