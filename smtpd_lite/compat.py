@@ -216,6 +216,13 @@ class SMTPChannel(SMTPSession):
         lines.append("HELP")
         self.push("\r\n".join("250-" + line for line in lines[:-1]) + "\r\n250 " + lines[-1])
 
+    def smtp_STARTTLS(self, arg: str) -> None:
+        super().smtp_STARTTLS(arg)
+        if self.tls and self.helo is None:     # RFC 3207 §4.2: greet again
+            self.seen_greeting = ""
+            self.extended_smtp = False
+            self.command_size_limits.clear()
+
     def smtp_NOOP(self, arg: str) -> None:
         self.push("501 Syntax: NOOP" if arg else "250 OK")
 

@@ -571,3 +571,19 @@ def test_a_2015_program_runs_on_python_313(tmp_path):
     finally:
         assert program.stop(signal.SIGINT) == 0
     assert "Traceback" not in "".join(program.stderr)
+
+
+def test_starttls_and_auth_on_a_compat_server(serve, certificates):
+    # Offered only when asked for; after STARTTLS the client greets again.
+    server = serve(Recorder, tls_context=certificates.context,
+                   auth_handler=lambda peer, mechanism, user, password, shared:
+                   (user, password) == ("alice", "secret"))
+    with smtplib.SMTP(*server.addr, timeout=10) as client:
+        client.ehlo()
+        assert client.has_extn("starttls")
+        client.starttls(context=certificates.client_context)
+        client.ehlo()
+        assert "PLAIN" in client.esmtp_features["auth"]
+        client.login("alice", "secret")
+        client.sendmail("a@example.com", ["b@example.com"], "Subject: s\r\n\r\nx\r\n")
+    assert server.calls[0][1] == "a@example.com"

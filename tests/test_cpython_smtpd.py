@@ -32,8 +32,10 @@ import contextlib
 import importlib
 import io
 import smtplib
+import os
 import subprocess
 import sys
+import sysconfig
 import threading
 import warnings
 
@@ -42,7 +44,7 @@ from wire import RawClient
 
 from smtpd_lite import compat
 
-CPYTHON_TESTS = "/root/.pyenv/versions/3.11.7/lib/python3.11/test"
+CPYTHON_TESTS = os.path.join(sysconfig.get_paths()["stdlib"], "test")
 
 
 def _stdlib_smtpd():
@@ -520,7 +522,7 @@ def test_cpython_test_smtplib_imports_with_compat_as_smtpd():
         "import test_smtplib\n"
         "assert issubclass(test_smtplib.SimSMTPServer, c.SMTPServer)\n"
         "print('ok')\n" % CPYTHON_TESTS)
-    if not (STDLIB_SMTPD and __import__("os").path.exists(CPYTHON_TESTS + "/test_smtplib.py")):
+    if not (STDLIB_SMTPD and os.path.exists(CPYTHON_TESTS + "/test_smtplib.py")):
         pytest.skip("CPython 3.11's test package is not installed")
     result = subprocess.run([sys.executable, "-W", "ignore", "-c", script],
                             capture_output=True, text=True, timeout=60)
