@@ -31,8 +31,8 @@ behaviour a program sees:
 import contextlib
 import importlib
 import io
-import smtplib
 import os
+import smtplib
 import subprocess
 import sys
 import sysconfig
