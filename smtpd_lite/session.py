@@ -683,10 +683,12 @@ class SMTPSession(socketserver.StreamRequestHandler):
                        username, mechanism)
         self.conn.flush()
         time.sleep(self.auth_failure_delay)     # slows down password guessing
-        self.reply(replies.AUTH_FAILED)
         limit = self.settings.max_auth_failures
         if limit and self.auth_failures >= limit:
+            # The 421 is this AUTH's only reply: one reply per command.
             self.send_final(replies.TOO_MANY_AUTH_FAILURES.format(hostname=self.hostname))
+            return
+        self.reply(replies.AUTH_FAILED)
 
     # Seconds to wait before answering a failed AUTH; a class attribute so
     # tests and subclasses can change it.
