@@ -22,21 +22,27 @@ slow client no longer stalls the others.
 
 from __future__ import annotations
 
-import signal
+import collections
+import re
+import socket
+import socketserver
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterable, Sequence, TypeVar
+from typing import IO, Any, Dict, Iterable, Sequence, TypeVar
 
-from . import delivery, signals
-from .callbacks import Peer, accepted_extras
+from . import delivery, grammar, replies, signals
+from .callbacks import Peer, accepted_extras, call_check
 from .replies import SMTPError
 from .server import SMTPServer as _SMTPServer
 from .session import SMTPSession
 
-__all__ = ["SMTPServer", "DebuggingServer", "PureProxy", "loop", "socket_map"]
+__all__ = ["SMTPChannel", "SMTPServer", "DebuggingServer", "PureProxy"]
 
+__version__ = "Python SMTP proxy version 0.3"
 DATA_SIZE_DEFAULT = 33554432
+NEWLINE = "\n"
+COMMASPACE = ", "
 
 #: A ``map`` of compat servers by file number, like ``asyncore.socket_map``.
 ServerMap = Dict[int, "SMTPServer"]
@@ -48,33 +54,402 @@ socket_map: ServerMap = {}
 _map_changed = threading.Condition()
 
 
-class CompatSession(SMTPSession):
-    """The session, offering only what the stdlib offered for these settings."""
+class Devnull:
+    """A stream that discards what is written: the default :data:`DEBUGSTREAM`."""
+
+    def write(self, msg: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+#: Where channels trace the session, as the stdlib's did; assign a stream
+#: (``sys.stderr``, an ``io.StringIO``) to see it.  Read at each write.
+DEBUGSTREAM: Any = Devnull()
+
+
+def _debug(*words: object) -> None:
+    DEBUGSTREAM.write(" ".join(str(word) for word in words) + "\n")
+
+
+# The channel handle_accepted() creates, per session thread, for the
+# accepting handler to run once handle_accepted() returns.
+_created = threading.local()
+_QUOTED_LOCAL = re.compile(r'"(?:[^"\\]|\\.)*"\S*')
+_SUPPORTED = "EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY"
+_HELP_SYNTAX = {"EHLO": "EHLO hostname", "HELO": "HELO hostname",
+                "MAIL": "MAIL FROM: <address>", "RCPT": "RCPT TO: <address>", "DATA": "DATA",
+                "RSET": "RSET", "NOOP": "NOOP", "QUIT": "QUIT", "VRFY": "VRFY <address>"}
+_EXTENDED = " [SP <mail-parameters>]"
+
+
+class SMTPChannel(SMTPSession):
+    """stdlib ``smtpd.SMTPChannel``: one session, with the stdlib's replies and hooks.
+
+    Subclass it and set ``channel_class`` on the server to add a verb
+    (``smtp_XYZZY(self, arg)``) or change one; :meth:`push` sends a reply
+    line.  The stdlib's attributes are here: ``smtp_server``, ``addr``,
+    ``peer``, ``fqdn``, ``seen_greeting``, ``extended_smtp``,
+    ``smtp_state``, ``mailfrom``, ``rcpttos``, ``mail_options``,
+    ``rcpt_options``, ``received_data``, ``data_size_limit``,
+    ``command_size_limit`` and ``command_size_limits``.  The session runs in
+    its own thread once ``handle_accepted`` returns; ``self.request`` is the
+    client socket (``conn`` is the buffered connection around it).
+    """
+
+    COMMAND = 0
+    DATA = 1
+
+    command_size_limit = 512
+
+    # Native verbs the stdlib did not have: unknown here (500), as there.
+    smtp_BDAT = smtp_LHLO = None  # type: ignore[assignment]
+
+    def __init__(self, server: SMTPServer, conn: socket.socket, addr: Any,
+                 data_size_limit: int | None = DATA_SIZE_DEFAULT, map: Any = None,
+                 enable_SMTPUTF8: bool = False, decode_data: bool = False) -> None:
+        if enable_SMTPUTF8 and decode_data:
+            raise ValueError("decode_data and enable_SMTPUTF8 cannot be set to True at the "
+                             "same time")
+        self.smtp_server = server
+        self.addr = addr
+        self.data_size_limit = data_size_limit
+        self.enable_SMTPUTF8 = enable_SMTPUTF8
+        self._decode_data = decode_data
+        self._emptystring: bytes | str = "" if decode_data else b""
+        self._linesep: bytes | str = "\r\n" if decode_data else b"\r\n"
+        self._newline: bytes | str = NEWLINE if decode_data else b"\n"
+        self.seen_greeting = ""
+        self.extended_smtp = False
+        self.require_SMTPUTF8 = False
+        self.smtp_state = self.COMMAND
+        self.received_data: bytes | str = ""
+        self.received_lines: list[Any] = []
+        self.num_bytes = 0
+        self.command_size_limits: collections.defaultdict[str, int] = \
+            collections.defaultdict(lambda: self.command_size_limit)
+        self.fqdn = server._hostname or socket.getfqdn()
+        # socketserver's handler attributes, then the native set-up.
+        self.request = conn
+        self.client_address = addr
+        self.server = server.server
+        self.setup()
+        _debug("Peer:", repr(self.peer))
+        _created.channel = self
+
+    @property
+    def max_command_size_limit(self) -> int:
+        return max(self.command_size_limits.values(), default=self.command_size_limit)
+
+    # -- the stdlib's hooks ---------------------------------------------------
+
+    def push(self, msg: str) -> None:
+        """Send ``msg`` (one reply, lines joined by CRLF) to the client."""
+        self.reply(msg)
+
+    def close_when_done(self) -> None:
+        """Close the connection once the replies so far are sent."""
+        self.closing = True
+
+    close = close_when_done
+
+    def greet(self) -> None:
+        self.push("220 %s %s" % (self.fqdn, __version__))
+
+    def reset_transaction(self) -> None:
+        super().reset_transaction()
+        self.smtp_state = self.COMMAND
+        self.require_SMTPUTF8 = False
+        self.num_bytes = 0
+
+    def _set_rset_state(self) -> None:
+        """Forget the envelope and received data, not the greeting (RSET, HELO)."""
+        self.discard_transaction()
+        self.received_data = ""
+        self.received_lines = []
+
+    def _set_post_data_state(self) -> None:
+        self.discard_transaction()
+
+    def command_too_long(self, verb: str, size: int) -> bool:
+        limit = self.command_size_limits[verb] if self.extended_smtp \
+            else self.command_size_limit
+        return size > limit
+
+    # -- commands ---------------------------------------------------------------
+
+    def smtp_HELO(self, arg: str) -> None:
+        self._greeting("HELO", arg)
+
+    def smtp_EHLO(self, arg: str) -> None:
+        self._greeting("EHLO", arg)
+
+    def _greeting(self, verb: str, arg: str) -> None:
+        if not arg:
+            self.push("501 Syntax: %s hostname" % verb)
+            return
+        if self.seen_greeting:      # the stdlib's rule: one greeting per session
+            self.push("503 Duplicate HELO/EHLO")
+            return
+        self._set_rset_state()
+        self.seen_greeting = self.helo = arg
+        if verb == "HELO":
+            self.push("250 %s" % self.fqdn)
+            return
+        self.extended_smtp = self.esmtp = True
+        lines = [self.fqdn]
+        if self.data_size_limit:
+            lines.append("SIZE %s" % self.data_size_limit)
+            self.command_size_limits["MAIL"] += 26
+        if not self._decode_data:
+            lines.append("8BITMIME")
+        if self.enable_SMTPUTF8:
+            lines.append("SMTPUTF8")
+            self.command_size_limits["MAIL"] += 10
+        if self.settings.tls_context is not None and not self.tls:
+            lines.append("STARTTLS")
+        mechanisms = self.auth_mechanisms_now()
+        if mechanisms:
+            lines.append("AUTH " + " ".join(mechanisms))
+        lines.append("HELP")
+        self.push("\r\n".join("250-" + line for line in lines[:-1]) + "\r\n250 " + lines[-1])
+
+    def smtp_STARTTLS(self, arg: str) -> None:
+        super().smtp_STARTTLS(arg)
+        if self.tls and self.helo is None:     # RFC 3207 §4.2: greet again
+            self.seen_greeting = ""
+            self.extended_smtp = False
+            self.command_size_limits.clear()
+
+    def smtp_NOOP(self, arg: str) -> None:
+        self.push("501 Syntax: NOOP" if arg else "250 OK")
+
+    def smtp_QUIT(self, arg: str) -> None:
+        self.push("221 Bye")        # an argument is ignored, as by the stdlib
+        self.close_when_done()
+
+    def smtp_HELP(self, arg: str) -> None:
+        if not arg:
+            self.push("250 Supported commands: " + _SUPPORTED)
+            return
+        syntax = _HELP_SYNTAX.get(arg.upper())
+        if syntax is None:
+            self.push("501 Supported commands: " + _SUPPORTED)
+            return
+        if arg.upper() in ("MAIL", "RCPT") and self.extended_smtp:
+            syntax += _EXTENDED
+        self.push("250 Syntax: " + syntax)
+
+    def smtp_VRFY(self, arg: str) -> None:
+        if self.settings.vrfy_handler is not None:
+            super().smtp_VRFY(arg)
+        elif not arg:
+            self.push("501 Syntax: VRFY <address>")
+        elif self._getaddr(arg)[0]:
+            self.push("252 Cannot VRFY user, but will accept message and attempt delivery")
+        else:
+            self.push("502 Could not VRFY %s" % arg)
+
+    def smtp_EXPN(self, arg: str) -> None:
+        self.push("502 EXPN not implemented")
+
+    def _getaddr(self, arg: str) -> tuple[str, str]:
+        """``(address, rest)`` from ``<address> params``; address "" if unusable."""
+        arg = arg.strip()
+        if arg.startswith("<"):
+            end = grammar._closing_bracket(arg)
+            path, rest = (arg[:end + 1], arg[end + 1:]) if end >= 0 else (arg, "")
+        elif arg.startswith('"'):
+            match = _QUOTED_LOCAL.match(arg)
+            path, rest = (match.group(), arg[match.end():]) if match else (arg, "")
+        else:
+            path, _, rest = arg.partition(" ")
+        if path == "<>":
+            return "<>", rest
+        try:
+            address = grammar.parse_path(path, smtputf8=self.require_SMTPUTF8, strict=False)
+        except grammar.AddressError:
+            return "", rest
+        return address, rest
+
+    def _strip_command_keyword(self, keyword: str, arg: str) -> str:
+        if arg[:len(keyword)].upper() == keyword:
+            return arg[len(keyword):].strip()
+        return ""
+
+    def _getparams(self, params: Sequence[str]) -> dict[str, str | bool] | None:
+        result: dict[str, str | bool] = {}
+        for param in params:
+            name, equals, value = param.partition("=")
+            if not name.isalnum() or (equals and not value):
+                return None
+            result[name] = value if equals else True
+        return result
+
+    def smtp_MAIL(self, arg: str) -> None:
+        if not self.seen_greeting:
+            self.push("503 Error: send HELO first")
+            return
+        _debug("===> MAIL", arg)
+        syntaxerr = "501 Syntax: MAIL FROM: <address>" + (_EXTENDED if self.extended_smtp
+                                                            else "")
+        arg = self._strip_command_keyword("FROM:", arg)
+        options = arg.upper().split()
+        if self.enable_SMTPUTF8 and "SMTPUTF8" in options[1:]:
+            self.require_SMTPUTF8 = True    # known before the address is read
+        address, rest = self._getaddr(arg)
+        if not address or (rest and not self.extended_smtp):
+            self.require_SMTPUTF8 = False
+            self.push(syntaxerr)
+            return
+        if self.mailfrom:
+            self.push("503 Error: nested MAIL command")
+            return
+        refusal = self._mail_parameters(rest.upper().split(), syntaxerr)
+        if refusal is not None:
+            self.require_SMTPUTF8 = False
+            self.push(refusal)
+            return
+        self.mail_options = rest.upper().split()
+        self.smtputf8 = self.require_SMTPUTF8
+        mail_handler = self.settings.mail_handler
+        if mail_handler is not None:
+            refusal = call_check(mail_handler, (self.peer, address),
+                                 replies.SENDER_REJECTED.format(address=address),
+                                 "mail_handler", {})
+            if refusal is not None:
+                self.push(refusal)
+                return
+        self.mailfrom = address
+        _debug("sender:", self.mailfrom)
+        self.push("250 OK")
+
+    def _mail_parameters(self, options: list[str], syntaxerr: str) -> str | None:
+        """The refusal of MAIL's parameters, as the stdlib worded it, or None."""
+        params = self._getparams(options)
+        if params is None:
+            return syntaxerr
+        if not self._decode_data:
+            body = params.pop("BODY", "7BIT")
+            if body not in ("7BIT", "8BITMIME"):
+                return "501 Error: BODY can only be one of 7BIT, 8BITMIME"
+            self.mail_params = {"BODY": body} if "BODY=" in " ".join(options) else {}
+        if self.enable_SMTPUTF8:
+            smtputf8 = params.pop("SMTPUTF8", False)
+            if smtputf8 is not True and smtputf8 is not False:
+                return "501 Error: SMTPUTF8 takes no arguments"
+        size = params.pop("SIZE", None)
+        if size:
+            if not isinstance(size, str) or not size.isdigit():
+                return syntaxerr
+            if self.data_size_limit and int(size) > self.data_size_limit:
+                return "552 Error: message size exceeds fixed maximum message size"
+        if params:
+            return "555 MAIL FROM parameters not recognized or not implemented"
+        return None
+
+    def smtp_RCPT(self, arg: str) -> None:
+        if not self.seen_greeting:
+            self.push("503 Error: send HELO first")
+            return
+        _debug("===> RCPT", arg)
+        if not self.mailfrom:
+            self.push("503 Error: need MAIL command")
+            return
+        syntaxerr = "501 Syntax: RCPT TO: <address>" + (_EXTENDED if self.extended_smtp else "")
+        address, rest = self._getaddr(self._strip_command_keyword("TO:", arg))
+        if not address or (rest and not self.extended_smtp):
+            self.push(syntaxerr)
+            return
+        # The stdlib kept the options of the last RCPT, even a refused one.
+        self.rcpt_options = rest.upper().split()
+        params = self._getparams(self.rcpt_options)
+        if params is None:
+            self.push(syntaxerr)
+            return
+        if params:
+            self.push("555 RCPT TO parameters not recognized or not implemented")
+            return
+        limit = self.settings.max_recipients
+        if limit and len(self.rcpttos) >= limit:
+            self.push(replies.TOO_MANY_RECIPIENTS)
+            return
+        rcpt_handler = self.settings.rcpt_handler
+        if rcpt_handler is not None:
+            refusal = call_check(rcpt_handler, (self.peer, self.mailfrom, address),
+                                 replies.RECIPIENT_REJECTED.format(address=address),
+                                 "rcpt_handler", {})
+            if refusal is not None:
+                self.push(refusal)
+                return
+        self.rcpttos.append(address)
+        _debug("recips:", self.rcpttos)
+        self.push("250 OK")
+
+    def smtp_RSET(self, arg: str) -> None:
+        if arg:
+            self.push("501 Syntax: RSET")
+            return
+        self._set_rset_state()
+        self.push("250 OK")
+
+    def smtp_DATA(self, arg: str) -> None:
+        if not self.seen_greeting:
+            self.push("503 Error: send HELO first")
+            return
+        if not self.rcpttos:
+            self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            self.push("501 Syntax: DATA")
+            return
+        self.smtp_state = self.DATA
+        try:
+            super().smtp_DATA("")
+        finally:
+            self.smtp_state = self.COMMAND
+
+    def deliver(self, sink: IO[bytes]) -> None:
+        data = sink.getvalue() if hasattr(sink, "getvalue") else sink.read()
+        sink.seek(0)
+        try:
+            self.received_data = _stdlib_data(data, self._decode_data)
+        except SMTPError:
+            self.received_data = ""     # the handler refuses it, as process_message's caller
+        super().deliver(sink)
+
+
+def _stdlib_data(data: bytes, decode: bool) -> bytes | str:
+    """The message as the stdlib passed it: LF line ends, the last one dropped."""
+    if data.endswith(b"\r\n"):
+        data = data[:-2]        # the stdlib's terminator took the last CRLF
+    data = data.replace(b"\r\n", b"\n")
+    if not decode:
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SMTPError(554, "Error: message is not valid UTF-8", "5.6.0") from None
+
+
+class _Accepting(socketserver.BaseRequestHandler):
+    """Per connection: the compat server's ``handle_accepted``, then the channel it made."""
 
     server: _Listener
 
-    def hidden_keywords(self) -> set[str]:
+    def handle(self) -> None:
+        _created.channel = None
         compat = self.server.compat
-        hidden: set[str] = set()
-        if compat._decode_data:         # the stdlib: no 8BITMIME, no BODY
-            hidden |= {"8BITMIME", "BINARYMIME", "BODY"}
-        if not compat.enable_SMTPUTF8:
-            hidden.add("SMTPUTF8")
-        return hidden
-
-    def extensions(self) -> list[str]:
-        hidden = self.hidden_keywords()
-        return [line for line in super().extensions() if line.split()[0] not in hidden]
-
-    def mail_keywords(self) -> set[str]:
-        return super().mail_keywords() - self.hidden_keywords()
-
-    def smtp_RCPT(self, argument: str) -> None:
-        count, before = len(self.rcpttos), len(self.rcpt_options)
-        super().smtp_RCPT(argument)
-        if len(self.rcpttos) > count:
-            # The stdlib passed the options of the last RCPT only.
-            self.rcpt_options = self.rcpt_options[before:]
+        _debug("Incoming connection from %s" % repr(self.client_address))
+        compat.handle_accepted(self.request, self.client_address)
+        channel, _created.channel = _created.channel, None
+        if channel is None:
+            return
+        try:
+            channel.handle()
+        finally:
+            channel.finish()
 
 
 class _Listener(_SMTPServer):
@@ -84,7 +459,8 @@ class _Listener(_SMTPServer):
                  **options: Any) -> None:
         self.compat = compat
         super().__init__(address, compat._message_received,
-                         RequestHandlerClass=CompatSession, **options)
+                         RequestHandlerClass=_Accepting,  # type: ignore[arg-type]
+                         **options)
 
 
 class SMTPServer:
@@ -95,6 +471,9 @@ class SMTPServer:
     (``timeout``, ``hostname``, ``tls_context`` ...).  ``self.server`` is
     that server and ``self.socket`` its listening socket.
     """
+
+    #: The session class; a subclass of :class:`SMTPChannel` adds or changes verbs.
+    channel_class: type[SMTPChannel] = SMTPChannel
 
     #: The stdlib ran ``process_message`` for one message at a time; set
     #: False if yours is thread-safe, to let sessions deliver in parallel.
@@ -117,7 +496,13 @@ class SMTPServer:
         self._keywords = accepted_extras(self.process_message, ("mail_options", "rcpt_options"))
         self._message_lock = threading.Lock()
         self._accept_thread: threading.Thread | None = None
-        options.setdefault("received_header", False)    # the stdlib added none
+        # The stdlib's ways: no Received header, bare CR/LF kept as line ends
+        # (never ending the message), no line length limit in the message.
+        options.setdefault("received_header", False)
+        options.setdefault("bare_eol", "normalize")
+        options.setdefault("max_line_length", 0)
+        options.setdefault("strict_addresses", False)
+        self._hostname = options.get("hostname", "")
         self.server = _Listener(self, localaddr, max_size=data_size_limit or 0, **options)
         self.socket = self.server.socket
         self.addr = self.server.server_address
@@ -125,6 +510,11 @@ class SMTPServer:
         with _map_changed:
             self._map[self._fileno] = self
             _map_changed.notify_all()
+
+    def handle_accepted(self, conn: socket.socket, addr: Any) -> None:
+        """A client connected: create its channel (run once this returns, in its thread)."""
+        self.channel_class(self, conn, addr, self.data_size_limit, self._map,
+                           self.enable_SMTPUTF8, self._decode_data)
 
     def process_message(self, peer: tuple[Any, ...], mailfrom: str, rcpttos: list[str],
                         data: bytes | str, **kwargs: Any) -> str | None:
@@ -158,17 +548,9 @@ class SMTPServer:
         address: tuple[Any, ...] = peer
         if ":" in peer[0]:
             address = (peer[0], peer[1], 0, 0)  # getpeername() of an IPv6 socket
-        if data.endswith(b"\r\n"):
-            data = data[:-2]        # the stdlib's terminator took the last CRLF
-        data = data.replace(b"\r\n", b"\n")
-        content: bytes | str = data
+        content = _stdlib_data(data, self._decode_data)
         kwargs: dict[str, Any] = {}
-        if self._decode_data:
-            try:
-                content = data.decode("utf-8")
-            except UnicodeDecodeError:
-                raise SMTPError(554, "Error: message is not valid UTF-8", "5.6.0") from None
-        else:
+        if not self._decode_data:
             given = (("mail_options", list(mail_options)), ("rcpt_options", list(rcpt_options)))
             kwargs = {name: value for name, value in given if name in self._keywords}
         arguments = (address, mailfrom or "<>", rcpttos, content)
@@ -289,8 +671,7 @@ def loop(timeout: float = 30.0, use_poll: bool = False, map: ServerMap | None = 
                 server.close()
             else:
                 server._stop_accepting()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        signals.restore_handlers(previous)
 
 
 def _catch_signals(event: threading.Event) -> dict[int, Any]:

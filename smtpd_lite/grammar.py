@@ -127,22 +127,27 @@ def _closing_bracket(text: str) -> int:
 
 
 def parse_path(path: str, *, smtputf8: bool = False, allow_null: bool = False,
-               allow_postmaster: bool = False) -> str:
+               allow_postmaster: bool = False, strict: bool = True) -> str:
     """Validate a Reverse-path or Forward-path and return the mailbox.
 
     ``"<>"`` gives ``""`` when ``allow_null``; a source route (``<@a,@b:u@c>``)
     is validated and dropped (RFC 5321 §4.1.2, §C); ``<Postmaster>`` is
-    accepted when ``allow_postmaster`` (RCPT only).  Raises :class:`AddressError`.
+    accepted when ``allow_postmaster`` (RCPT only).  Not ``strict``, a
+    mailbox may lack its domain (``<John>``), and its local part may exceed
+    64 octets and the path 256 (the command line limit still bounds them),
+    as internal mail and VERP senders need.  Raises
+    :class:`AddressError`.
     """
     simple = _SIMPLE_PATH.match(path)
-    if simple is not None and len(path) <= MAX_PATH and \
-            simple.end("local") - 1 <= MAX_LOCAL_PART:
+    if simple is not None and (not strict or (
+            len(path) <= MAX_PATH and simple.end("local") - 1 <= MAX_LOCAL_PART)):
         return simple.group("mailbox")
     return _parse_path(path, smtputf8=smtputf8, allow_null=allow_null,
-                       allow_postmaster=allow_postmaster)
+                       allow_postmaster=allow_postmaster, strict=strict)
 
 
-def _parse_path(path: str, *, smtputf8: bool, allow_null: bool, allow_postmaster: bool) -> str:
+def _parse_path(path: str, *, smtputf8: bool, allow_null: bool, allow_postmaster: bool,
+                strict: bool = True) -> str:
     """:func:`parse_path` for every path (the common case has a shortcut)."""
     if _CONTROL.search(path):
         raise AddressError("syntax")
@@ -152,7 +157,7 @@ def _parse_path(path: str, *, smtputf8: bool, allow_null: bool, allow_postmaster
         raise AddressError("syntax")
     else:
         inner = path
-    if octets(inner) + 2 > MAX_PATH:
+    if strict and octets(inner) + 2 > MAX_PATH:
         raise AddressError("syntax")
     if not inner:
         if allow_null and path == "<>":
@@ -167,8 +172,25 @@ def _parse_path(path: str, *, smtputf8: bool, allow_null: bool, allow_postmaster
         inner = _strip_source_route(inner, smtputf8)
     if allow_postmaster and inner.lower() == "postmaster":
         return inner
-    parse_mailbox(inner, smtputf8=smtputf8)
+    if not strict and not _has_domain(inner):
+        if not (is_dot_string(inner, smtputf8=smtputf8) or _is_quoted_string(inner, smtputf8)):
+            raise AddressError("syntax")
+        return inner
+    parse_mailbox(inner, smtputf8=smtputf8, strict=strict)
     return inner
+
+
+def _has_domain(mailbox: str) -> bool:
+    """True if ``mailbox`` has an ``@`` outside its quoted local part."""
+    if mailbox.startswith('"'):
+        match = _QUOTED_STRING_UTF8.match(mailbox)
+        return match is not None and mailbox[match.end():match.end() + 1] == "@"
+    return "@" in mailbox
+
+
+def _is_quoted_string(text: str, smtputf8: bool) -> bool:
+    pattern = _QUOTED_STRING_UTF8 if smtputf8 else _QUOTED_STRING
+    return pattern.fullmatch(text) is not None
 
 
 def _strip_source_route(text: str, smtputf8: bool) -> str:
@@ -187,8 +209,12 @@ def _strip_source_route(text: str, smtputf8: bool) -> str:
     return mailbox
 
 
-def parse_mailbox(mailbox: str, *, smtputf8: bool = False) -> tuple[str, str]:
-    """Check ``Local-part "@" ( Domain / address-literal )``; return (local, domain)."""
+def parse_mailbox(mailbox: str, *, smtputf8: bool = False,
+                  strict: bool = True) -> tuple[str, str]:
+    """Check ``Local-part "@" ( Domain / address-literal )``; return (local, domain).
+
+    Not ``strict``, the local part may exceed RFC 5321's 64 octets.
+    """
     if mailbox.startswith('"'):
         pattern = _QUOTED_STRING_UTF8 if smtputf8 else _QUOTED_STRING
         match = pattern.match(mailbox)
@@ -199,7 +225,7 @@ def parse_mailbox(mailbox: str, *, smtputf8: bool = False) -> tuple[str, str]:
         local, at, domain = mailbox.partition("@")
         if not at or not is_dot_string(local, smtputf8=smtputf8):
             raise AddressError("syntax")
-    if octets(local) > MAX_LOCAL_PART:
+    if strict and octets(local) > MAX_LOCAL_PART:
         raise AddressError("syntax")
     if not (is_domain(domain, smtputf8=smtputf8) or is_address_literal(domain)):
         raise AddressError("syntax")

@@ -77,6 +77,10 @@ OPTIONS = (
     _option("bare_eol", "choice", "reject",
             "Bare CR or LF in DATA: 'reject' answers 550 5.5.2 after end-of-data; "
             "'normalize' turns them into CRLF.", choices=("reject", "normalize")),
+    _option("strict_addresses", "bool", True,
+            "Refuse (501) a MAIL or RCPT address without a domain (<John>), with a local part "
+            "over 64 octets or a path over 256, as RFC 5321 asks; False accepts them (internal "
+            "tools, VERP and SRS senders, the old stdlib smtpd)."),
     _option("received_header", "bool", True, "Prepend a Received: header to each message."),
     _option("reverse_dns", "bool", False,
             "Look up the client's host name (PTR) for the Received header."),
@@ -95,7 +99,8 @@ OPTIONS = (
     _option("implicit_tls", "bool", False,
             "TLS from the first byte (SMTPS, RFC 8314, port 465); needs tls_context."),
     _option("require_tls", "bool", False,
-            "MAIL, RCPT, DATA, BDAT and AUTH before TLS get 530 5.7.0."),
+            "Every command before TLS but NOOP, EHLO, STARTTLS and QUIT gets 530 5.7.0 "
+            "(RFC 3207 §4)."),
     _option("auth_handler", "callable", None,
             "auth_handler(peer, mechanism, username, password, shared) -> bool; enables AUTH.",
             cli=False),
@@ -103,7 +108,8 @@ OPTIONS = (
             "The SASL mechanisms to offer, a subset of PLAIN, LOGIN and CRAM-MD5 "
             "(on the command line: space-separated)."),
     _option("auth_required", "bool", False,
-            "MAIL before a successful AUTH gets 530 5.7.0 Authentication required."),
+            "Every command before a successful AUTH but AUTH, EHLO, HELO, NOOP, RSET, QUIT "
+            "and STARTTLS gets 530 5.7.0 Authentication required (RFC 4954 §6)."),
     _option("auth_allow_plaintext", "bool", False,
             "Offer and accept PLAIN and LOGIN without TLS (otherwise 538 5.7.11)."),
     _option("max_auth_failures", "count", 3,
@@ -147,6 +153,7 @@ class Settings:
     shutdown_timeout: float
     max_errors: int
     bare_eol: str
+    strict_addresses: bool
     received_header: bool
     reverse_dns: bool
     lmtp: bool

@@ -224,8 +224,46 @@ class SMTPSession(socketserver.StreamRequestHandler):
         method = getattr(self, "smtp_" + verb, None) if verb.isascii() and verb.isalpha() else None
         if method is None:
             self.protocol_error(replies.UNKNOWN_COMMAND)
-        else:
+            return
+        refusal = replies.LINE_TOO_LONG if self.command_too_long(verb, len(raw) - 2) \
+            else self.gate(verb)
+        if refusal is not None:
+            self.protocol_error(refusal)
+            return
+        try:
             method(argument)
+        except (ClientGone, SessionTimeout):
+            raise
+        except Exception:
+            # A verb method is user code too (the extension point): answered
+            # as any failing callback, never with the exception's text.
+            logger.exception("%s: smtp_%s raised; answering 451", _format_peer(self.peer), verb)
+            self.reply(replies.LOCAL_ERROR)
+
+    # RFC 3207 §4: before TLS only these (LHLO is EHLO's LMTP twin); BDAT
+    # answers for itself, after reading its chunk (RFC 3030 §3).
+    BEFORE_TLS = frozenset({"NOOP", "EHLO", "LHLO", "STARTTLS", "QUIT", "BDAT"})
+    # RFC 4954 §6: before AUTH only these; STARTTLS too, which may have to
+    # come first (no mechanism is offered in the clear).
+    BEFORE_AUTH = frozenset({"AUTH", "EHLO", "HELO", "LHLO", "NOOP", "RSET", "QUIT",
+                             "STARTTLS", "BDAT"})
+
+    def command_too_long(self, verb: str, size: int) -> bool:
+        """True if a ``verb`` line of ``size`` octets (no CRLF) is over a per-verb limit.
+
+        The native session has one limit for all verbs, checked before;
+        subclasses may be stricter for some.
+        """
+        return False
+
+    def gate(self, verb: str) -> str | None:
+        """The 530 refusal for ``verb`` under ``require_tls`` or ``auth_required``, or None."""
+        settings = self.settings
+        if settings.require_tls and not self.tls and verb not in self.BEFORE_TLS:
+            return replies.TLS_REQUIRED
+        if settings.auth_required and self.auth_user is None and verb not in self.BEFORE_AUTH:
+            return replies.AUTH_REQUIRED
+        return None
 
     def reply(self, text: str) -> None:
         if self.trace:
@@ -233,12 +271,17 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.conn.write(text.encode("utf-8", "surrogateescape") + b"\r\n")
 
     def protocol_error(self, text: str) -> None:
-        """Answer a client mistake; too many of them end the session (421)."""
-        self.reply(text)
+        """Answer a client mistake; the one that reaches ``max_errors`` gets 421 instead.
+
+        Exactly one reply per command: the 421 replaces the error reply, so
+        a pipelining client never reads it as the answer to its next command.
+        """
         self.errors += 1
         if self.settings.max_errors and self.errors >= self.settings.max_errors:
             logger.info("%s: too many errors", _format_peer(self.peer))
             self.send_final(replies.TOO_MANY_ERRORS.format(hostname=self.hostname))
+            return
+        self.reply(text)
 
     def send_final(self, text: str) -> None:
         """Send a last reply and end the session, ignoring a client already gone."""
@@ -478,7 +521,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
                  **rules: bool) -> str | None:
         """The mailbox of ``path``, or None after answering the error."""
         try:
-            return grammar.parse_path(path, smtputf8=smtputf8, **rules)
+            return grammar.parse_path(path, smtputf8=smtputf8,
+                                      strict=self.settings.strict_addresses, **rules)
         except grammar.AddressError as error:
             if error.reason == "non_ascii":
                 self.protocol_error(replies.NON_ASCII_ADDRESS)
@@ -639,10 +683,12 @@ class SMTPSession(socketserver.StreamRequestHandler):
                        username, mechanism)
         self.conn.flush()
         time.sleep(self.auth_failure_delay)     # slows down password guessing
-        self.reply(replies.AUTH_FAILED)
         limit = self.settings.max_auth_failures
         if limit and self.auth_failures >= limit:
+            # The 421 is this AUTH's only reply: one reply per command.
             self.send_final(replies.TOO_MANY_AUTH_FAILURES.format(hostname=self.hostname))
+            return
+        self.reply(replies.AUTH_FAILED)
 
     # Seconds to wait before answering a failed AUTH; a class attribute so
     # tests and subclasses can change it.

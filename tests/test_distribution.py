@@ -20,6 +20,7 @@ import zipfile
 import pytest
 
 import smtpd_lite
+import smtpd_lite.compat
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAME = "smtpd_lite"
@@ -33,6 +34,7 @@ CACHES = re.compile(r"(^|/)(__pycache__|\.pytest_cache|\.hypothesis|\.mypy_cache
 SMOKE_TEST = """
 import importlib.metadata, os, smtplib, sys
 import smtpd_lite
+import smtpd_lite.compat
 from smtpd_lite.testing import capture
 
 package = os.path.dirname(smtpd_lite.__file__)
@@ -144,8 +146,10 @@ def test_version_is_defined_once_in_the_package():
         os.path.join(ROOT, NAME, name) for name in os.listdir(os.path.join(ROOT, NAME))
         if name.endswith(".py")]
     defined = {os.path.relpath(path, ROOT): len(_version_assignments(path)) for path in sources}
+    # compat's __version__ is the stdlib smtpd's banner text, not a version.
     assert {path: count for path, count in defined.items() if count} == {
-        os.path.join(NAME, "__init__.py"): 1}
+        os.path.join(NAME, "__init__.py"): 1, os.path.join(NAME, "compat.py"): 1}
+    assert smtpd_lite.compat.__version__ == "Python SMTP proxy version 0.3"
     setup_cfg = configparser.ConfigParser()
     setup_cfg.read(os.path.join(ROOT, "setup.cfg"), encoding="utf-8")
     assert setup_cfg["metadata"]["version"] == "attr: smtpd_lite.__version__"

@@ -262,3 +262,18 @@ def test_the_shortcut_for_common_paths_agrees_with_the_full_parse(path):
             assert grammar.parse_path(path, **rules) == expected
         except AddressError as error:
             assert error.reason == expected
+
+
+def test_strict_addresses_off_accepts_domainless_and_long_local_parts():
+    parse_path = grammar.parse_path
+    long_local = "bounce-" + "x" * 70
+    for path in ("<John>", "<%s@example.com>" % long_local, '<"John Doe">', "Sally"):
+        with pytest.raises(AddressError):
+            parse_path(path)
+    assert parse_path("<John>", strict=False) == "John"
+    assert parse_path('<"John Doe">', strict=False) == '"John Doe"'
+    assert parse_path("<%s@example.com>" % long_local, strict=False) == \
+        "%s@example.com" % long_local
+    for path in ("<a b>", "<a..b>", "<John@>", "<a\x01>"):
+        with pytest.raises(AddressError):
+            parse_path(path, strict=False)

@@ -7,6 +7,7 @@ from smtpd_lite import options
 DESIGN_DEFAULTS = {
     "max_size": 33554432, "max_recipients": 100, "request_queue_size": 1024,
     "max_line_length": 1000, "timeout": 300, "max_errors": 10, "bare_eol": "reject",
+    "strict_addresses": True,
     "received_header": True, "reverse_dns": False, "log_protocol": False, "lmtp": False,
     "data_as_file": False, "spool_threshold": 1048576,
 }

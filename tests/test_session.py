@@ -9,7 +9,7 @@ import pytest
 from wire import SMUGGLING, RawClient
 
 from smtpd_lite import SMTPError, SMTPServer
-from smtpd_lite.session import new_queue_id
+from smtpd_lite.session import SMTPSession, new_queue_id
 from smtpd_lite.testing import capture
 
 
@@ -575,9 +575,40 @@ def test_too_many_errors(connect):
         client = connect(mail)
         assert client.command("BOGUS") == "500 5.5.2 Error: command not recognized"
         assert client.command("RCPT TO:<a@b.c>") == "503 5.5.1 Error: need MAIL command"
-        assert client.command("BOGUS") == "500 5.5.2 Error: command not recognized"
-        assert client.reply() == "421 4.7.0 %s Error: too many errors" % mail.server.hostname
+        # The third error's only reply is the 421: one reply per command.
+        assert client.command("BOGUS") == \
+            "421 4.7.0 %s Error: too many errors" % mail.server.hostname
         assert client.closed()
+        assert client.pending == b""
+
+
+def test_too_many_errors_pipelined_gets_one_reply_per_command(connect):
+    with capture(max_errors=2) as mail:
+        client = connect(mail)
+        client.send("BOGUS\r\nBOGUS\r\nNOOP\r\n")
+        assert client.reply().startswith("500 5.5.2")
+        assert client.reply().startswith("421 4.7.0")
+        assert client.closed()
+        assert client.pending == b""
+
+
+class FailingSession(SMTPSession):
+    def smtp_XYZZY(self, argument):
+        raise RuntimeError("secret detail")
+
+
+def test_exception_in_verb_method_answers_451_and_is_logged(caplog):
+    with capture(RequestHandlerClass=FailingSession) as mail:
+        client = RawClient(mail.host, mail.port)
+        client.reply()
+        with caplog.at_level("ERROR", logger="smtpd_lite"):
+            assert client.command("XYZZY now") == "451 4.3.0 Error: local error in processing"
+        assert client.command("NOOP") == "250 2.0.0 Ok"
+        assert client.command("QUIT") == "221 2.0.0 Bye"
+        client.close()
+    assert any("smtp_XYZZY raised" in record.getMessage() and record.exc_info
+               for record in caplog.records)
+    assert "secret detail" not in client.pending.decode()
 
 
 def test_disconnect_mid_data_does_not_call_handler(mail, connect):
@@ -666,3 +697,17 @@ def test_a_forked_worker_draws_other_queue_ids_than_its_parent():
     with os.fdopen(reader, "rb") as pipe:
         from_child = pipe.read().decode()
     assert from_child != new_queue_id()
+
+
+def test_strict_addresses_false_accepts_domainless_and_long_local_parts(connect):
+    verp = "bounces+" + "list-member=example.org-" * 4 + "@lists.example.com"
+    with capture(strict_addresses=False) as mail:
+        client = connect(mail)
+        assert transaction(client, sender="<John>", recipients=("<Sally>", "<%s>" % verp)) \
+            .startswith("250 2.0.0")
+        message = mail.wait_for(1)[0]
+        assert (message.mailfrom, message.rcpttos) == ("John", ["Sally", verp])
+    with capture() as mail:
+        client = connect(mail)
+        assert client.command("MAIL FROM:<John>") == "501 5.1.7 Bad sender address syntax"
+        assert client.command("MAIL FROM:<%s>" % verp) == "501 5.1.7 Bad sender address syntax"

@@ -363,11 +363,12 @@ def test_auth_required():
 
 def test_max_auth_failures_then_421(auth_server, certificates):
     client = _after_tls(auth_server, certificates)
-    for _attempt in range(3):
+    for _attempt in range(2):
         assert client.command("AUTH PLAIN " + b64("\0alice\0nope")) == \
             "535 5.7.8 Error: authentication failed"
-    assert client.reply() == "421 4.7.0 %s Error: too many authentication failures" % \
-        auth_server.server.hostname
+    # The third failure's only reply is the 421: one reply per command.
+    assert client.command("AUTH PLAIN " + b64("\0alice\0nope")) == \
+        "421 4.7.0 %s Error: too many authentication failures" % auth_server.server.hostname
     assert client.closed()
 
 
@@ -487,3 +488,31 @@ def test_swaks(cli_server, certificates, arguments, succeeds):
         assert "535 5.7.8" in result.stdout
         assert delivered == []
 
+
+
+def test_require_tls_refuses_every_command_but_noop_ehlo_starttls_quit(certificates):
+    # RFC 3207 §4: HELO, RSET, VRFY, HELP and added verbs are refused too.
+    with capture(tls_context=certificates.context, require_tls=True) as mail:
+        client = raw(mail)
+        for command in ("HELO x", "RSET", "VRFY alice", "HELP", "EXPN staff"):
+            assert client.command(command) == "530 5.7.0 Must issue a STARTTLS command first"
+        assert client.command("BOGUS").startswith("500 5.5.2")
+        assert client.command("EHLO x").startswith("250")
+        assert client.command("NOOP") == "250 2.0.0 Ok"
+        upgrade(client, certificates)
+        for command in ("HELO x", "RSET", "VRFY alice"):
+            assert client.command(command).startswith("2")
+        assert client.command("QUIT") == "221 2.0.0 Bye"
+
+
+def test_auth_required_refuses_every_command_but_the_rfc_4954_list():
+    with capture(auth_handler=auth_handler, auth_required=True, max_errors=0,
+                 auth_allow_plaintext=True) as mail:
+        client = raw(mail)
+        for command in ("VRFY alice", "HELP", "EXPN staff", "RCPT TO:<b@example.com>", "DATA"):
+            assert client.command(command) == "530 5.7.0 Authentication required"
+        for command in ("HELO x", "EHLO x", "NOOP", "RSET"):
+            assert client.command(command).startswith("250")
+        assert client.command("AUTH PLAIN " + b64("\0alice\0wonderland")).startswith("235")
+        assert client.command("VRFY alice").startswith("252")
+        assert client.command("QUIT") == "221 2.0.0 Bye"
