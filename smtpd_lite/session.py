@@ -697,12 +697,19 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.reply(_CONTENT_ERRORS[error])
 
     def smtp_BDAT(self, argument: str) -> None:
-        words = argument.split(" ")
-        if not 1 <= len(words) <= 2 or not words[0].isdigit() or len(words[0]) > 20 or \
-                (len(words) == 2 and words[1].upper() != "LAST"):
+        size, last = grammar.parse_bdat(argument)
+        if size is None:
+            # The chunk follows, but where it ends is unknown: reading on
+            # would run the client's message content as commands.
+            logger.info("%s: BDAT without a usable size; closing", _format_peer(self.peer))
+            self.send_final(replies.BDAT_BAD_SIZE.format(hostname=self.hostname))
+            return
+        if last is None:
+            # RFC 3030 §2: a refused chunk fails the transaction.
+            self.read_chunk(size, _discard)
+            self.discard_transaction()
             self.protocol_error(replies.BDAT_SYNTAX)
             return
-        size, last = int(words[0]), len(words) == 2
         # RFC 3030 §3: the chunk is always read, whatever the answer, so the
         # client's next command is read in step.
         if self.settings.require_tls and not self.tls:
