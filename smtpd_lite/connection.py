@@ -130,7 +130,7 @@ class Connection:
         elif b"\n" in data:
             self.start_deadline()
 
-    def _recv(self, size: int) -> bytes:
+    def _recv(self, size: int, flags: int = 0) -> bytes:
         self.flush()
         polled_at = None
         while True:
@@ -140,7 +140,7 @@ class Connection:
                 if remaining <= 0:
                     raise SessionTimeout()
             if polled_at is None and self.busy_poll_seconds and self._kernel_timeouts \
-                    and self._may_poll():
+                    and not flags and self._may_poll():
                 polled_at = time.perf_counter()
                 if self._poll_budget:
                     data = self._poll(size, polled_at, min(self._poll_budget, remaining or 1e9))
@@ -152,7 +152,7 @@ class Connection:
             elif remaining is not None and remaining < 0.9 * (self._receive_wait or 1e9):
                 self._set_receive_wait(remaining)       # tighten: the deadline is near
             try:
-                data = self.sock.recv(size)
+                data = self.sock.recv(size, flags)
                 break
             except (socket.timeout, BlockingIOError):
                 if self._kernel_timeouts and self._deadline is not None:
@@ -233,9 +233,16 @@ class Connection:
                 self.buffer += data[end + 1:]
                 return
 
-    def fill(self) -> None:
-        """Read more bytes into :attr:`buffer` (for parsers that need to look ahead)."""
-        self.buffer += self._recv(RECV_SIZE)
+    def peek(self) -> bytes:
+        """Wait for input as a read does and return it, left unread in the socket."""
+        return self._recv(RECV_SIZE, socket.MSG_PEEK)
+
+    def take(self, count: int) -> None:
+        """Move ``count`` octets that :meth:`peek` saw into :attr:`buffer`."""
+        while count > 0:
+            data = self._recv(count)
+            self.buffer += data
+            count -= len(data)
 
     def read_some(self) -> bytes:
         """Return whatever is buffered, or the next bytes from the socket."""

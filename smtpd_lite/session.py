@@ -134,12 +134,16 @@ class SMTPSession(socketserver.StreamRequestHandler):
             logger.warning("%s: not a trusted proxy; closing", connected_from)
             return False
         self.conn.start_deadline()
+        buffer = self.conn.buffer
         try:
             while True:
-                found = proxy.parse_proxy_header(bytes(self.conn.buffer))
+                # Peek, then take only the header's octets: those after it
+                # may be a TLS ClientHello, which the handshake must read.
+                seen = bytes(buffer) + self.conn.peek()
+                found = proxy.parse_proxy_header(seen)
+                self.conn.take((len(seen) if found is None else found[1]) - len(buffer))
                 if found is not None:
                     break
-                self.conn.fill()
         except proxy.ProxyError as error:
             logger.warning("%s: bad PROXY header (%s); closing", connected_from, error)
             return False
