@@ -170,6 +170,11 @@ def _parse_path(path: str, *, smtputf8: bool, allow_null: bool, allow_postmaster
             raise AddressError("non_ascii" if not smtputf8 else "bad_utf8")
         if not smtputf8:
             raise AddressError("non_ascii")
+        if not inner.isprintable():
+            # RFC 6531 §3.3 and RFC 5198 §2: C1 controls, U+2028/U+2029,
+            # bidi controls, zero-width and other invisible characters
+            # would reach headers and logs looking like something else.
+            raise AddressError("syntax")
     if inner.startswith("@"):
         inner = _strip_source_route(inner, smtputf8)
     if allow_postmaster and inner.lower() == "postmaster":
@@ -277,7 +282,7 @@ def parse_parameters(text: str, *, smtputf8: bool = False) -> list[Parameter]:
             raise ParameterError()
         keyword, value = match.group(1).upper(), match.group(2)
         if value is not None and not value.isascii():
-            if not smtputf8 or _SURROGATE.search(value):
+            if not smtputf8 or not value.isprintable():     # surrogates, as in paths
                 raise ParameterError(keyword)
         if keyword in seen:
             raise ParameterError(keyword)

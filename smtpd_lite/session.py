@@ -341,7 +341,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.reply(replies.HELP.format(commands=" ".join(commands)))
 
     def smtp_VRFY(self, argument: str) -> None:
-        if not argument:
+        # Controls and invisible characters would reach vrfy_handler and logs.
+        if not argument or not argument.isprintable():
             self.protocol_error(replies.VRFY_SYNTAX)
             return
         vrfy_handler = self.settings.vrfy_handler
