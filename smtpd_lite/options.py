@@ -63,6 +63,10 @@ OPTIONS = (
     _option("timeout", "seconds", 300,
             "Seconds to receive one whole command or data line (not per recv, so a trickle "
             "cannot hold a session); expiry gets 421 4.4.2 and close. 0 means no limit."),
+    _option("write_timeout", "seconds", 60,
+            "Seconds one batch of replies may take to reach the client (the whole write, not "
+            "each send), so a client that stops reading cannot hold a session; expiry closes "
+            "it. 0 means no limit."),
     _option("min_data_rate", "count", 0,
             "Octets per second a client must keep up during DATA and BDAT, beyond a grace of "
             "timeout seconds; slower clients get 421 4.4.2. 0 means off."),
@@ -142,6 +146,7 @@ class Settings:
     busy_poll: int
     max_line_length: int
     timeout: float
+    write_timeout: float
     min_data_rate: int
     handler_timeout: float
     shutdown_timeout: float

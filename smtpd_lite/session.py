@@ -36,6 +36,8 @@ protocol_logger = logging.getLogger("smtpd_lite.protocol")
 COMMAND_LINE_LIMIT = 1280
 # RFC 4954 §4: AUTH command and response lines up to 12288 octets.
 AUTH_LINE_LIMIT = 12288 + 2
+# Seconds the reply that ends a session may take to leave (at most timeout).
+FINAL_REPLY_TIMEOUT = 5.0
 
 
 # Queue ids are unique, not secret: a generator needs no system call.  It is
@@ -66,7 +68,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn = Connection(sock, self.settings.timeout, server.busy_poll_seconds,
-                               server.has_one_session)
+                               server.has_one_session, self.settings.write_timeout)
         self.peer = peer_address(self.client_address)
         self.trace = self.settings.log_protocol and protocol_logger.isEnabledFor(logging.DEBUG)
         self.closing = False
@@ -248,8 +250,12 @@ class SMTPSession(socketserver.StreamRequestHandler):
         """Send a last reply and end the session, ignoring a client already gone."""
         self.closing = True
         self.reply(text)
+        # A client that does not read must not hold the slot for another
+        # whole write_timeout: the last reply gets a short deadline.
+        seconds = min(limit for limit in (FINAL_REPLY_TIMEOUT, self.settings.timeout,
+                                          self.settings.write_timeout) if limit)
         try:
-            self.conn.flush()
+            self.conn.flush(seconds)
         except (ClientGone, SessionTimeout):
             pass
 
@@ -850,11 +856,9 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self._answered_by_watchdog = True
             logger.error("message handler still running after %s s; answering 451 "
                          "(queue id %s)", self.settings.handler_timeout, self.queue_id)
-            try:       # conn.sock: after STARTTLS the plain socket is detached
-                self.conn.sock.sendall(
-                    (replies.LOCAL_ERROR + "\r\n").encode() * answers)
-            except OSError:
-                pass
+            # Never waits for the client: one that does not read must not
+            # hold up the watchdog and every other session's 451.
+            self.conn.send_now((replies.LOCAL_ERROR + "\r\n").encode() * answers)
 
 
 # What the client hears when DataAssembler refused the content.
