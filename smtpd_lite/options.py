@@ -43,8 +43,9 @@ OPTIONS = (
             "0 means unlimited."),
     _option("max_connections", "count", 100,
             "Simultaneous sessions; more get 421 4.7.0 and are closed at once. 0 means unlimited."),
-    _option("max_connections_per_ip", "count", 0,
-            "Simultaneous sessions from one client address; more get 421 4.7.0. 0 means off."),
+    _option("max_connections_per_ip", "count", 20,
+            "Simultaneous sessions from one client address; more get 421 4.7.0, so one host "
+            "cannot take every slot. 0 means off."),
     _option("request_queue_size", "count", 1024,
             "Listen backlog (socketserver's name; its default of 5 fails under load)."),
     _option("pin_cpu", "bool", False,
@@ -67,9 +68,10 @@ OPTIONS = (
             "Seconds one batch of replies may take to reach the client (the whole write, not "
             "each send), so a client that stops reading cannot hold a session; expiry closes "
             "it. 0 means no limit."),
-    _option("min_data_rate", "count", 0,
+    _option("min_data_rate", "count", 500,
             "Octets per second a client must keep up during DATA and BDAT, beyond a grace of "
-            "timeout seconds; slower clients get 421 4.4.2. 0 means off."),
+            "timeout seconds (as Postfix's smtpd_min_data_rate); slower clients get "
+            "421 4.4.2. 0 means off."),
     _option("handler_timeout", "seconds", 120,
             "Seconds the message handler may run before the client gets 451 4.3.0 (the handler "
             "keeps running; a late result is logged as a possible duplicate). 0 means no limit."),

@@ -737,6 +737,9 @@ class SMTPSession(socketserver.StreamRequestHandler):
             # otherwise carry smuggling sequences downstream).
             self.bdat = self.new_assembler(
                 binary=self.mail_params.get("BODY") == "BINARYMIME")
+            self._bdat_started = time.monotonic()
+        elif self._bdat_too_slow():
+            raise SessionTimeout()
         assembler = self.bdat
         if self.settings.max_size and assembler.received + size > self.settings.max_size:
             self.read_chunk(size, _discard)
@@ -750,6 +753,14 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.bdat = None
         assembler.finish()
         self.complete(assembler)
+
+    def _bdat_too_slow(self) -> bool:
+        """min_data_rate over the whole message: small chunks, each just in time, add up."""
+        rate, grace = self.settings.min_data_rate, self.settings.timeout
+        if not rate or not grace or self.bdat is None:
+            return False
+        allowed = grace + self.bdat.received / rate
+        return time.monotonic() - self._bdat_started > allowed
 
     def read_chunk(self, size: int, write: Callable[[bytes], object]) -> None:
         self.conn.start_data_phase(self.settings.min_data_rate)
