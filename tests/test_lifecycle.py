@@ -26,6 +26,16 @@ def greeted(server):
     return client, client.reply()
 
 
+def in_data(server):
+    """A RawClient past EHLO, MAIL, RCPT and the 354 reply to DATA."""
+    client, _ = greeted(server)
+    client.command("EHLO x")
+    client.command("MAIL FROM:<a@example.com>")
+    client.command("RCPT TO:<b@example.com>")
+    assert client.command("DATA").startswith("354")
+    return client
+
+
 def opens_a_session(server):
     """True if a new connection is greeted with 220 (the connection is closed again)."""
     client, reply = greeted(server)
@@ -150,11 +160,7 @@ def test_trickled_command_is_cut_by_the_deadline():
 
 def test_slow_data_under_min_data_rate():
     with capture(timeout=1, min_data_rate=1000) as mail:
-        client, _ = greeted(mail)
-        client.command("EHLO x")
-        client.command("MAIL FROM:<a@example.com>")
-        client.command("RCPT TO:<b@example.com>")
-        assert client.command("DATA").startswith("354")
+        client = in_data(mail)
         started = time.monotonic()
         reply = None
         while time.monotonic() - started < 5:
@@ -171,11 +177,7 @@ def test_slow_data_under_min_data_rate():
 
 def test_data_lines_within_timeout_keep_the_session():
     with capture(timeout=0.6, min_data_rate=0) as mail:
-        client, _ = greeted(mail)
-        client.command("EHLO x")
-        client.command("MAIL FROM:<a@example.com>")
-        client.command("RCPT TO:<b@example.com>")
-        assert client.command("DATA").startswith("354")
+        client = in_data(mail)
         for _ in range(5):                  # 1.5 s in all, each line in 0.3 s
             client.send(b"line\r\n")
             time.sleep(0.3)
@@ -216,13 +218,7 @@ def test_one_host_cannot_take_every_slot_with_the_defaults():
 def test_default_data_rate_floor_cuts_a_trickle_but_not_a_slow_link():
     """Only timeout is shortened here: the floor is min_data_rate's default."""
     with capture(timeout=1) as mail:
-        trickle, _ = greeted(mail)
-        slow_link, _ = greeted(mail)
-        for client in (trickle, slow_link):
-            client.command("EHLO x")
-            client.command("MAIL FROM:<a@example.com>")
-            client.command("RCPT TO:<b@example.com>")
-            assert client.command("DATA").startswith("354")
+        trickle, slow_link = in_data(mail), in_data(mail)
         started = time.monotonic()
         reply = None
         while time.monotonic() - started < 6:
