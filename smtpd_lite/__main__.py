@@ -128,7 +128,7 @@ def _add_option(group: argparse._ArgumentGroup, option: Option) -> None:
 
 def _positive(text: str) -> int:
     """argparse type for counts that must be at least 1."""
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError("must be an integer >= 1, not %r" % text)
     return int(text)
 

@@ -30,10 +30,11 @@ from typing import Callable
 
 RECV_SIZE = 65536
 
-# On Linux a blocking socket with SO_RCVTIMEO/SO_SNDTIMEO gives the same
-# bounded waits as socket.settimeout() without the poll() CPython makes before
-# every recv and send in timeout mode (and without an ioctl per settimeout):
-# half the system calls, half the GIL hand-offs.  Elsewhere, settimeout().
+# On Linux a blocking socket with SO_RCVTIMEO gives the same bounded waits as
+# socket.settimeout() without the poll() CPython makes before every recv in
+# timeout mode (and without an ioctl per settimeout): half the system calls,
+# half the GIL hand-offs; sends are MSG_DONTWAIT, with a poll() only when the
+# client's window is full.  Elsewhere, settimeout().
 _KERNEL_TIMEOUTS = sys.platform.startswith("linux") and struct.calcsize("@ll") == 16
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _PEEK = getattr(socket, "MSG_PEEK", 0) | _DONTWAIT
@@ -70,14 +71,18 @@ class LineTooLong(Exception):
 class Connection:
     """Buffered reads and writes on ``sock`` with a ``timeout`` in seconds (0: none).
 
-    ``busy_poll_seconds`` is the most to spin before a read sleeps (0: never),
-    and only while ``may_poll()`` says that nothing else needs the CPU.
+    ``write_timeout`` bounds each batch of replies as ``timeout`` bounds each
+    command: the whole write, not each ``send``.  ``busy_poll_seconds`` is
+    the most to spin before a read sleeps (0: never), and only while
+    ``may_poll()`` says that nothing else needs the CPU.
     """
 
     def __init__(self, sock: socket.socket, timeout: float, busy_poll_seconds: float,
-                 may_poll: Callable[[], bool]) -> None:
+                 may_poll: Callable[[], bool], write_timeout: float = 0) -> None:
         self.sock = sock
         self.timeout = timeout
+        self.write_timeout = write_timeout
+        self._tls_unfinished = False        # a handshake began and failed
         self.busy_poll_seconds = busy_poll_seconds
         self._poll_budget = busy_poll_seconds
         self._may_poll = may_poll
@@ -91,7 +96,6 @@ class Connection:
         if self._kernel_timeouts:
             if sock.gettimeout() is not None:   # settimeout() is a GIL hand-off
                 sock.settimeout(None)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout))
             self._set_receive_wait(timeout)
 
     def _set_receive_wait(self, seconds: float) -> None:
@@ -130,7 +134,7 @@ class Connection:
         elif b"\n" in data:
             self.start_deadline()
 
-    def _recv(self, size: int) -> bytes:
+    def _recv(self, size: int, flags: int = 0) -> bytes:
         self.flush()
         polled_at = None
         while True:
@@ -140,7 +144,7 @@ class Connection:
                 if remaining <= 0:
                     raise SessionTimeout()
             if polled_at is None and self.busy_poll_seconds and self._kernel_timeouts \
-                    and self._may_poll():
+                    and not flags and self._may_poll():
                 polled_at = time.perf_counter()
                 if self._poll_budget:
                     data = self._poll(size, polled_at, min(self._poll_budget, remaining or 1e9))
@@ -152,7 +156,7 @@ class Connection:
             elif remaining is not None and remaining < 0.9 * (self._receive_wait or 1e9):
                 self._set_receive_wait(remaining)       # tighten: the deadline is near
             try:
-                data = self.sock.recv(size)
+                data = self.sock.recv(size, flags)
                 break
             except (socket.timeout, BlockingIOError):
                 if self._kernel_timeouts and self._deadline is not None:
@@ -233,9 +237,16 @@ class Connection:
                 self.buffer += data[end + 1:]
                 return
 
-    def fill(self) -> None:
-        """Read more bytes into :attr:`buffer` (for parsers that need to look ahead)."""
-        self.buffer += self._recv(RECV_SIZE)
+    def peek(self) -> bytes:
+        """Wait for input as a read does and return it, left unread in the socket."""
+        return self._recv(RECV_SIZE, socket.MSG_PEEK)
+
+    def take(self, count: int) -> None:
+        """Move ``count`` octets that :meth:`peek` saw into :attr:`buffer`."""
+        while count > 0:
+            data = self._recv(count)
+            self.buffer += data
+            count -= len(data)
 
     def read_some(self) -> bytes:
         """Return whatever is buffered, or the next bytes from the socket."""
@@ -295,7 +306,6 @@ class Connection:
         self.buffer.clear()
         if self._kernel_timeouts:     # ssl uses settimeout(); reset the kernel's waits
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(0))
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(0))
             self._kernel_timeouts = False
         remaining = self.timeout
         if self._deadline is not None:
@@ -303,14 +313,15 @@ class Connection:
         self.sock.settimeout(remaining or None)
         tls_socket = context.wrap_socket(self.sock, server_side=True,
                                          do_handshake_on_connect=False)
+        self.sock = tls_socket
         try:
             tls_socket.do_handshake()
         except socket.timeout:
+            self._tls_unfinished = True
             raise SessionTimeout() from None
         except (OSError, ValueError) as error:
+            self._tls_unfinished = True
             raise ClientGone("TLS handshake failed: %s" % error) from None
-        finally:
-            self.sock = tls_socket
         return tls_socket
 
     # -- writing -------------------------------------------------------------
@@ -318,15 +329,74 @@ class Connection:
     def write(self, data: bytes) -> None:
         self._output.append(data)
 
-    def flush(self) -> None:
-        if self._output:
-            data = b"".join(self._output)
-            self._output.clear()
+    def flush(self, seconds: float | None = None) -> None:
+        """Send the queued replies within ``seconds`` (default ``write_timeout``; 0: no limit).
+
+        Nothing goes through a TLS session whose handshake failed: writing
+        would re-enter the handshake, and plain text would be garbage to
+        the client.  A client that does not read gets :class:`SessionTimeout`.
+        """
+        if not self._output:
+            return
+        data = b"".join(self._output)
+        self._output.clear()
+        if self._tls_unfinished:
+            return
+        if self._kernel_timeouts:       # one send, as sendall, when the socket takes it all
             try:
-                if not self._kernel_timeouts:
-                    self.sock.settimeout(self.timeout or None)
-                self.sock.sendall(data)
-            except (socket.timeout, BlockingIOError):
-                raise SessionTimeout() from None
+                sent = self.sock.send(data, _DONTWAIT)
+            except BlockingIOError:
+                sent = 0
             except OSError as error:
                 raise ClientGone(error) from None
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self._send_within(data, self.write_timeout if seconds is None else seconds)
+
+    def _send_within(self, data: bytes, seconds: float) -> None:
+        deadline = time.monotonic() + seconds if seconds else None
+        view = memoryview(data)
+        while view:
+            remaining = None
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise SessionTimeout()
+            try:
+                if self._kernel_timeouts:
+                    poller = select.poll()
+                    poller.register(self.sock, select.POLLOUT)
+                    if not poller.poll(None if remaining is None else remaining * 1000 + 1):
+                        continue
+                    sent = self.sock.send(view, _DONTWAIT)
+                else:
+                    self.sock.settimeout(remaining)
+                    sent = self.sock.send(view)
+            except (socket.timeout, BlockingIOError):
+                continue
+            except OSError as error:
+                raise ClientGone(error) from None
+            view = view[sent:]
+
+    def send_now(self, data: bytes) -> None:
+        """Send what the socket takes at once; the rest goes first at the next flush.
+
+        For another thread while the session's own one does not write (the
+        watchdog, while the handler runs): it never waits for the client.
+        """
+        if self._tls_unfinished:
+            return
+        sent = 0
+        try:
+            if self._kernel_timeouts:
+                sent = self.sock.send(data, _DONTWAIT)
+            else:           # the session's thread sets its own timeout before any I/O
+                self.sock.settimeout(0)
+                sent = self.sock.send(data)
+        except (BlockingIOError, ssl.SSLWantWriteError):
+            pass
+        except OSError:
+            return          # gone: the session's own thread finds out
+        if sent < len(data):
+            self._output.insert(0, data[sent:])

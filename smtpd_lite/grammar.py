@@ -44,6 +44,13 @@ _PARAMETER = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)(?:=([^\x00-\x20=\x7f]+))?\Z
 _XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-7][0-9A-F])*\Z")
 _XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
 _ADDR_TYPE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+\Z")
+# Numbers on the wire are ASCII digits: str.isdigit() and int() also take
+# "\u00b2" or "\u0665", which no client means (and int() refuses the first).
+_NUMBER = re.compile(r"[0-9]{1,20}\Z")
+# RFC 3030 §2: "BDAT" SP chunk-size [ SP end-marker ].  The size, once it is
+# followed by nothing or by blanks, says where the chunk ends even if the
+# rest of the line is wrong.
+_BDAT = re.compile(r"([0-9]{1,20})(?:([ \t]+)(.*))?\Z", re.DOTALL)
 
 #: One ESMTP parameter as sent: ``(KEYWORD, value)``, value None without ``=``.
 Parameter = Tuple[str, Optional[str]]
@@ -168,6 +175,11 @@ def _parse_path(path: str, *, smtputf8: bool, allow_null: bool, allow_postmaster
             raise AddressError("non_ascii" if not smtputf8 else "bad_utf8")
         if not smtputf8:
             raise AddressError("non_ascii")
+        if not inner.isprintable():
+            # RFC 6531 §3.3 and RFC 5198 §2: C1 controls, U+2028/U+2029,
+            # bidi controls, zero-width and other invisible characters
+            # would reach headers and logs looking like something else.
+            raise AddressError("syntax")
     if inner.startswith("@"):
         inner = _strip_source_route(inner, smtputf8)
     if allow_postmaster and inner.lower() == "postmaster":
@@ -296,13 +308,35 @@ def parse_parameters(text: str, *, smtputf8: bool = False) -> list[Parameter]:
             raise ParameterError()
         keyword, value = match.group(1).upper(), match.group(2)
         if value is not None and not value.isascii():
-            if not smtputf8 or _SURROGATE.search(value):
+            if not smtputf8 or not value.isprintable():     # surrogates, as in paths
                 raise ParameterError(keyword)
         if keyword in seen:
             raise ParameterError(keyword)
         seen.add(keyword)
         parameters.append((keyword, value))
     return parameters
+
+
+def parse_number(text: str) -> int | None:
+    """A decimal number of at most 20 ASCII digits, or None."""
+    return int(text) if _NUMBER.match(text) else None
+
+
+def parse_bdat(argument: str) -> tuple[int | None, bool | None]:
+    """``"64 LAST"`` → ``(64, True)``; the size is None if it cannot be trusted.
+
+    A trusted size with anything but `` LAST`` after it gives
+    ``(size, None)``: the chunk must still be read past.
+    """
+    match = _BDAT.match(argument)
+    if match is None:
+        return None, None
+    size = int(match.group(1))
+    if match.group(2) is None:
+        return size, False
+    if match.group(2) == " " and match.group(3).upper() == "LAST":
+        return size, True
+    return size, None
 
 
 def decode_xtext(text: str) -> str:
@@ -316,9 +350,10 @@ def decode_xtext(text: str) -> str:
 # value (the ``mail_params``/``rcpt_params`` form) or raises ValueError.
 
 def _size(value: str | None) -> int:
-    if value is None or not value.isdigit() or len(value) > 20:
+    size = None if value is None else parse_number(value)
+    if size is None:
         raise ValueError(value)
-    return int(value)
+    return size
 
 
 def _body(value: str | None) -> str:

@@ -43,8 +43,9 @@ OPTIONS = (
             "0 means unlimited."),
     _option("max_connections", "count", 100,
             "Simultaneous sessions; more get 421 4.7.0 and are closed at once. 0 means unlimited."),
-    _option("max_connections_per_ip", "count", 0,
-            "Simultaneous sessions from one client address; more get 421 4.7.0. 0 means off."),
+    _option("max_connections_per_ip", "count", 20,
+            "Simultaneous sessions from one client address; more get 421 4.7.0, so one host "
+            "cannot take every slot. 0 means off."),
     _option("request_queue_size", "count", 1024,
             "Listen backlog (socketserver's name; its default of 5 fails under load)."),
     _option("pin_cpu", "bool", False,
@@ -63,9 +64,14 @@ OPTIONS = (
     _option("timeout", "seconds", 300,
             "Seconds to receive one whole command or data line (not per recv, so a trickle "
             "cannot hold a session); expiry gets 421 4.4.2 and close. 0 means no limit."),
-    _option("min_data_rate", "count", 0,
+    _option("write_timeout", "seconds", 60,
+            "Seconds one batch of replies may take to reach the client (the whole write, not "
+            "each send), so a client that stops reading cannot hold a session; expiry closes "
+            "it. 0 means no limit."),
+    _option("min_data_rate", "count", 500,
             "Octets per second a client must keep up during DATA and BDAT, beyond a grace of "
-            "timeout seconds; slower clients get 421 4.4.2. 0 means off."),
+            "timeout seconds (as Postfix's smtpd_min_data_rate); slower clients get "
+            "421 4.4.2. 0 means off."),
     _option("handler_timeout", "seconds", 120,
             "Seconds the message handler may run before the client gets 451 4.3.0 (the handler "
             "keeps running; a late result is logged as a possible duplicate). 0 means no limit."),
@@ -148,6 +154,7 @@ class Settings:
     busy_poll: int
     max_line_length: int
     timeout: float
+    write_timeout: float
     min_data_rate: int
     handler_timeout: float
     shutdown_timeout: float

@@ -90,7 +90,8 @@ def received_header(*, helo: str | None, ip: str, hostname: str, appname: str, p
     if tls_comment:
         lines.append("\t(%s)" % _UNSAFE_COMMENT.sub("?", tls_comment))
     by = "\tby %s (%s) with %s id %s" % (neuter(hostname), neuter(appname), protocol, queue_id)
-    if len(recipients) == 1 and _PLAIN_ADDRESS.match(recipients[0]):
+    if len(recipients) == 1 and _PLAIN_ADDRESS.match(recipients[0]) and \
+            recipients[0].isprintable():
         lines.append(by)
         lines.append("\tfor <%s>;" % recipients[0])
     else:

@@ -58,7 +58,7 @@ def parse_address(address: str | tuple[str, int | str]) -> tuple[str, int]:
         host, port = text, ""
     else:
         host, _, port = text.partition(":")
-    if port and not port.isdigit():
+    if port and not (port.isascii() and port.isdigit()):
         raise ValueError("bad port in address %r" % (address,))
     port = int(port) if port else DEFAULT_PORT
     if not 0 <= port <= 65535:

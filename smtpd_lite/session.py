@@ -36,6 +36,8 @@ protocol_logger = logging.getLogger("smtpd_lite.protocol")
 COMMAND_LINE_LIMIT = 1280
 # RFC 4954 §4: AUTH command and response lines up to 12288 octets.
 AUTH_LINE_LIMIT = 12288 + 2
+# Seconds the reply that ends a session may take to leave (at most timeout).
+FINAL_REPLY_TIMEOUT = 5.0
 
 
 # Queue ids are unique, not secret: a generator needs no system call.  It is
@@ -66,7 +68,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn = Connection(sock, self.settings.timeout, server.busy_poll_seconds,
-                               server.has_one_session)
+                               server.has_one_session, self.settings.write_timeout)
         self.peer = peer_address(self.client_address)
         self.trace = self.settings.log_protocol and protocol_logger.isEnabledFor(logging.DEBUG)
         self.closing = False
@@ -134,12 +136,16 @@ class SMTPSession(socketserver.StreamRequestHandler):
             logger.warning("%s: not a trusted proxy; closing", connected_from)
             return False
         self.conn.start_deadline()
+        buffer = self.conn.buffer
         try:
             while True:
-                found = proxy.parse_proxy_header(bytes(self.conn.buffer))
+                # Peek, then take only the header's octets: those after it
+                # may be a TLS ClientHello, which the handshake must read.
+                seen = bytes(buffer) + self.conn.peek()
+                found = proxy.parse_proxy_header(seen)
+                self.conn.take((len(seen) if found is None else found[1]) - len(buffer))
                 if found is not None:
                     break
-                self.conn.fill()
         except proxy.ProxyError as error:
             logger.warning("%s: bad PROXY header (%s); closing", connected_from, error)
             return False
@@ -287,8 +293,12 @@ class SMTPSession(socketserver.StreamRequestHandler):
         """Send a last reply and end the session, ignoring a client already gone."""
         self.closing = True
         self.reply(text)
+        # A client that does not read must not hold the slot for another
+        # whole write_timeout: the last reply gets a short deadline.
+        seconds = min(limit for limit in (FINAL_REPLY_TIMEOUT, self.settings.timeout,
+                                          self.settings.write_timeout) if limit)
         try:
-            self.conn.flush()
+            self.conn.flush(seconds)
         except (ClientGone, SessionTimeout):
             pass
 
@@ -380,7 +390,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.reply(replies.HELP.format(commands=" ".join(commands)))
 
     def smtp_VRFY(self, argument: str) -> None:
-        if not argument:
+        # Controls and invisible characters would reach vrfy_handler and logs.
+        if not argument or not argument.isprintable():
             self.protocol_error(replies.VRFY_SYNTAX)
             return
         vrfy_handler = self.settings.vrfy_handler
@@ -743,12 +754,19 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.reply(_CONTENT_ERRORS[error])
 
     def smtp_BDAT(self, argument: str) -> None:
-        words = argument.split(" ")
-        if not 1 <= len(words) <= 2 or not words[0].isdigit() or len(words[0]) > 20 or \
-                (len(words) == 2 and words[1].upper() != "LAST"):
+        size, last = grammar.parse_bdat(argument)
+        if size is None:
+            # The chunk follows, but where it ends is unknown: reading on
+            # would run the client's message content as commands.
+            logger.info("%s: BDAT without a usable size; closing", _format_peer(self.peer))
+            self.send_final(replies.BDAT_BAD_SIZE.format(hostname=self.hostname))
+            return
+        if last is None:
+            # RFC 3030 §2: a refused chunk fails the transaction.
+            self.read_chunk(size, _discard)
+            self.discard_transaction()
             self.protocol_error(replies.BDAT_SYNTAX)
             return
-        size, last = int(words[0]), len(words) == 2
         # RFC 3030 §3: the chunk is always read, whatever the answer, so the
         # client's next command is read in step.
         if self.settings.require_tls and not self.tls:
@@ -765,6 +783,9 @@ class SMTPSession(socketserver.StreamRequestHandler):
             # otherwise carry smuggling sequences downstream).
             self.bdat = self.new_assembler(
                 binary=self.mail_params.get("BODY") == "BINARYMIME")
+            self._bdat_started = time.monotonic()
+        elif self._bdat_too_slow():
+            raise SessionTimeout()
         assembler = self.bdat
         if self.settings.max_size and assembler.received + size > self.settings.max_size:
             self.read_chunk(size, _discard)
@@ -778,6 +799,14 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.bdat = None
         assembler.finish()
         self.complete(assembler)
+
+    def _bdat_too_slow(self) -> bool:
+        """min_data_rate over the whole message: small chunks, each just in time, add up."""
+        rate, grace = self.settings.min_data_rate, self.settings.timeout
+        if not rate or not grace or self.bdat is None:
+            return False
+        allowed = grace + self.bdat.received / rate
+        return time.monotonic() - self._bdat_started > allowed
 
     def read_chunk(self, size: int, write: Callable[[bytes], object]) -> None:
         self.conn.start_data_phase(self.settings.min_data_rate)
@@ -884,11 +913,9 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self._answered_by_watchdog = True
             logger.error("message handler still running after %s s; answering 451 "
                          "(queue id %s)", self.settings.handler_timeout, self.queue_id)
-            try:       # conn.sock: after STARTTLS the plain socket is detached
-                self.conn.sock.sendall(
-                    (replies.LOCAL_ERROR + "\r\n").encode() * answers)
-            except OSError:
-                pass
+            # Never waits for the client: one that does not read must not
+            # hold up the watchdog and every other session's 451.
+            self.conn.send_now((replies.LOCAL_ERROR + "\r\n").encode() * answers)
 
 
 # What the client hears when DataAssembler refused the content.

@@ -105,10 +105,50 @@ def test_oversize_bdat_is_consumed_and_refused():
         assert mail.messages == []
 
 
-@pytest.mark.parametrize("line", ["BDAT", "BDAT x", "BDAT -1", "BDAT 5 FIRST", "BDAT 5 LAST x"])
+@pytest.mark.parametrize("line", ["BDAT 5 FIRST", "BDAT 5 LAST x", "BDAT 5  LAST",
+                                  "BDAT 5\tLAST", "BDAT 5\t"])
 def test_bdat_syntax(mail, line):
+    """A size that parsed marks the chunk's end: it is read past, the rest is refused."""
     client = ready(mail, *ENVELOPE)
-    assert client.command(line) == "501 5.5.4 Syntax: BDAT size [LAST]"
+    client.send(line + "\r\nNOOP\r")                 # five octets of chunk
+    assert client.reply() == "501 5.5.4 Syntax: BDAT size [LAST]"
+    assert client.command("NOOP") == "250 2.0.0 Ok"
+
+
+@pytest.mark.parametrize("line", ["BDAT", "BDAT x", "BDAT -1", "BDAT 64x LAST", "BDAT +5",
+                                  "BDAT 1" + "0" * 20, "BDAT \u00b2", "BDAT \u0665 LAST",
+                                  "BDAT \uff15 LAST", "BDAT LAST 5"])
+def test_bdat_without_a_usable_size_closes(mail, line):
+    """Where the chunk ends is unknown: the session ends rather than guess."""
+    client = ready(mail, *ENVELOPE)
+    client.send(line + "\r\nhello")
+    assert client.reply() == \
+        "421 4.5.4 %s Error: BDAT without a valid size; closing" % mail.server.hostname
+    assert client.closed()
+    assert mail.messages == []
+
+
+@pytest.mark.parametrize("separator", ["  ", "\t"])
+def test_bdat_chunk_after_a_syntax_error_never_runs_as_commands(mail, separator):
+    """The chunk of a malformed BDAT holds a whole transaction: none of it may run."""
+    inner = (b"RSET\r\nMAIL FROM:<smuggled@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+             b"DATA\r\n") + b"x\r\n.\r\n"
+    client = ready(mail, *ENVELOPE)
+    client.send(("BDAT %d%sLAST\r\n" % (len(inner), separator)).encode() + inner)
+    assert client.reply() == "501 5.5.4 Syntax: BDAT size [LAST]"
+    assert client.command("NOOP") == "250 2.0.0 Ok"
+    client.send(b"BDAT 3 LAST\r\nabc")                # the transaction failed
+    assert client.reply() == "503 5.5.1 Error: need MAIL command"
+    assert client.command("QUIT").startswith("221")
+    assert mail.messages == []
+
+
+@pytest.mark.parametrize("size", ["\u0665", "\u00b2", "\uff11\uff10", "1\u0660"])
+def test_size_parameter_is_ascii_digits_only(mail, size):
+    client = ready(mail)
+    assert client.command("MAIL FROM:<a@example.com> SMTPUTF8 SIZE=" + size) == \
+        "501 5.5.4 Error: bad value for parameter SIZE"
+    assert client.command("MAIL FROM:<a@example.com> SIZE=5").startswith("250")
 
 
 def test_data_after_bdat_and_binarymime_with_data(mail):

@@ -36,6 +36,16 @@ def greeted(server):
     return client, client.reply()
 
 
+def in_data(server):
+    """A RawClient past EHLO, MAIL, RCPT and the 354 reply to DATA."""
+    client, _ = greeted(server)
+    client.command("EHLO x")
+    client.command("MAIL FROM:<a@example.com>")
+    client.command("RCPT TO:<b@example.com>")
+    assert client.command("DATA").startswith("354")
+    return client
+
+
 def opens_a_session(server):
     """True if a new connection is greeted with 220 (the connection is closed again)."""
     client, reply = greeted(server)
@@ -160,11 +170,7 @@ def test_trickled_command_is_cut_by_the_deadline():
 
 def test_slow_data_under_min_data_rate():
     with capture(timeout=1, min_data_rate=1000) as mail:
-        client, _ = greeted(mail)
-        client.command("EHLO x")
-        client.command("MAIL FROM:<a@example.com>")
-        client.command("RCPT TO:<b@example.com>")
-        assert client.command("DATA").startswith("354")
+        client = in_data(mail)
         started = time.monotonic()
         reply = None
         while time.monotonic() - started < 5:
@@ -180,17 +186,88 @@ def test_slow_data_under_min_data_rate():
 
 
 def test_data_lines_within_timeout_keep_the_session():
-    with capture(timeout=0.6) as mail:
-        client, _ = greeted(mail)
-        client.command("EHLO x")
-        client.command("MAIL FROM:<a@example.com>")
-        client.command("RCPT TO:<b@example.com>")
-        assert client.command("DATA").startswith("354")
+    with capture(timeout=0.6, min_data_rate=0) as mail:
+        client = in_data(mail)
         for _ in range(5):                  # 1.5 s in all, each line in 0.3 s
             client.send(b"line\r\n")
             time.sleep(0.3)
         client.send(b".\r\n")
         assert client.reply().startswith("250 2.0.0")
+
+
+# -- the defaults against one misbehaving host ------------------------------------------
+
+def from_address(server, source):
+    """A RawClient connected from the loopback address ``source``, and its greeting."""
+    sock = socket.create_connection((server.host, server.port), timeout=5,
+                                    source_address=(source, 0))
+    client = RawClient.__new__(RawClient)
+    client.sock, client.pending = sock, b""
+    return client, client.reply()
+
+
+def test_one_host_cannot_take_every_slot_with_the_defaults():
+    """max_connections_per_ip's default leaves slots for everyone else."""
+    with capture() as mail:
+        greetings, clients = [], []
+        for _ in range(mail.server.settings.max_connections):      # all 100 of them
+            client, greeting = from_address(mail, "127.0.0.2")
+            clients.append(client)
+            greetings.append(greeting)
+        held = [greeting for greeting in greetings if greeting.startswith("220 ")]
+        assert len(held) == mail.server.settings.max_connections_per_ip
+        assert all(greeting.startswith("421 4.7.0") for greeting in greetings[len(held):])
+        with smtplib.SMTP(mail.host, mail.port, source_address=("127.0.0.3", 0),
+                          timeout=5) as smtp:
+            smtp.sendmail("a@example.com", ["b@example.com"], "Subject: served\r\n\r\nx")
+        assert mail.wait_for(1)[0].peer[0] == "127.0.0.3"
+        for client in clients:
+            client.close()
+
+
+def test_default_data_rate_floor_cuts_a_trickle_but_not_a_slow_link():
+    """Only timeout is shortened here: the floor is min_data_rate's default."""
+    with capture(timeout=1) as mail:
+        trickle, slow_link = in_data(mail), in_data(mail)
+        started = time.monotonic()
+        reply = None
+        while time.monotonic() - started < 6:
+            # A short line just inside each timeout, as a slot holder sends them.
+            try:
+                trickle.send(b"hold\r\n")
+            except OSError:
+                break
+            # A real client on a slow link: 2000 octets/s, four times the floor.
+            for _ in range(9):
+                slow_link.send(b"y" * 98 + b"\r\n")
+                time.sleep(0.05)
+            if not trickle.silent(0.01):
+                reply = trickle.reply()
+                break
+        assert reply is not None and reply.startswith("421 4.4.2")
+        assert time.monotonic() - started < 4
+        slow_link.send(b".\r\n")
+        assert slow_link.reply().startswith("250 2.0.0")
+        assert len(mail.messages) == 1
+
+
+def test_default_data_rate_floor_spans_all_bdat_chunks():
+    """Tiny chunks, each inside timeout, cannot hold a session either."""
+    with capture(timeout=1) as mail:
+        client, _ = greeted(mail)
+        client.command("EHLO x")
+        client.command("MAIL FROM:<a@example.com>")
+        client.command("RCPT TO:<b@example.com>")
+        started = time.monotonic()
+        reply = "250"
+        while reply.startswith("250") and time.monotonic() - started < 6:
+            time.sleep(0.6)
+            client.send(b"BDAT 6\r\nhold\r\n")
+            reply = client.reply()
+        assert reply.startswith("421 4.4.2")
+        assert time.monotonic() - started < 3
+        assert client.closed()
+        assert mail.messages == []
 
 
 # -- handler timeout -----------------------------------------------------------------
@@ -423,7 +500,7 @@ def test_accept_errors_back_off_and_recover():
 def test_soak_no_thread_or_memory_growth(monkeypatch):
     # Spare session threads exit soon, so threads above the baseline are stuck.
     monkeypatch.setattr(SMTPServer, "spare_thread_timeout", 0.2)
-    with capture(max_connections=300) as mail:
+    with capture(max_connections=300, max_connections_per_ip=0) as mail:
         address = (mail.host, mail.port)
         threads_before = threading.active_count()
         for _ in range(200):                # warm up allocator and caches

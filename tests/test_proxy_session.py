@@ -4,6 +4,7 @@ import os
 import shutil
 import smtplib
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -142,6 +143,21 @@ HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/us
                                       else None)
 
 
+def start_haproxy(tmp_path, front, backend):
+    """HAProxy in TCP mode on 127.0.0.1:``front`` with ``backend`` lines; the process."""
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        "global\n  maxconn 500\n\n"
+        "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n"
+        "  timeout server 30s\n\n"
+        "frontend smtp\n  bind 127.0.0.1:%d\n  default_backend receivers\n\n"
+        "backend receivers\n%s" % (front, backend))
+    process = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    wait_for_port(front, process)
+    return process
+
+
 @pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (.ci/run installs it)")
 def test_haproxy_send_proxy_v2_in_front_of_two_instances(tmp_path):
     received = {"a": [], "b": []}
@@ -161,23 +177,15 @@ def test_haproxy_send_proxy_v2_in_front_of_two_instances(tmp_path):
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
     front = free_port()
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(
-        "global\n  maxconn 500\n\n"
-        "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n"
-        "  timeout server 30s\n\n"
-        "frontend smtp\n  bind 127.0.0.1:%d\n  default_backend receivers\n\n"
-        "backend receivers\n  balance roundrobin\n"
+    process = start_haproxy(
+        tmp_path, front, "  balance roundrobin\n"
         # As docs/examples/haproxy.cfg: HELO health checks behind a PROXY header;
         # one failed check would take a server out and fail deliveries below.
         "  option smtpchk HELO haproxy.example.com\n"
         "  default-server send-proxy-v2 check check-send-proxy inter 100ms fall 1\n"
         "  server a 127.0.0.1:%d\n  server b 127.0.0.1:%d\n"
-        % (front, servers[0].server_address[1], servers[1].server_address[1]))
-    process = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
+        % (servers[0].server_address[1], servers[1].server_address[1]))
     try:
-        wait_for_port(front, process)
         time.sleep(0.5)                             # several rounds of health checks
         # The "real client" connects from 127.0.0.5, a loopback address that
         # differs from HAProxy's own 127.0.0.1, so the forwarded address shows.
@@ -198,3 +206,80 @@ def test_haproxy_send_proxy_v2_in_front_of_two_instances(tmp_path):
             assert peer[0] == "127.0.0.5"
             assert data.startswith(b"Received: from ")
             assert b"([127.0.0.5])" in data.split(b"\r\n")[0]
+
+
+# -- PROXY header in front of implicit TLS (port 465) ----------------------------------
+
+def client_hello(context):
+    """A TLS client's first flight, and the object that continues its handshake."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return tls, incoming, outgoing.read(), outgoing
+
+
+def finish_handshake(sock, tls, incoming, outgoing):
+    """Pump the handshake of ``tls`` over ``sock`` (bounded by the socket's timeout)."""
+    for _ in range(20):
+        try:
+            tls.do_handshake()
+            sock.sendall(outgoing.read())
+            return
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed during the handshake")
+            incoming.write(data)
+    raise AssertionError("handshake did not finish")
+
+
+def tls_reply(sock, tls, incoming):
+    """The first CRLF-ended line the server sends through ``tls``."""
+    received = b""
+    for _ in range(20):
+        try:
+            received += tls.read(65536)
+        except ssl.SSLWantReadError:
+            data = sock.recv(65536)
+            if not data:
+                break
+            incoming.write(data)
+        if b"\r\n" in received:
+            break
+    return received.split(b"\r\n")[0].decode()
+
+
+@pytest.mark.parametrize("header", [v1(), v2()], ids=["v1", "v2"])
+def test_header_and_client_hello_in_one_write(certificates, header):
+    """The TLS octets that share a read with the PROXY header reach the handshake."""
+    with proxied(implicit_tls=True, tls_context=certificates.context, timeout=5) as mail:
+        tls, incoming, hello, outgoing = client_hello(certificates.client_context)
+        with socket.create_connection((mail.host, mail.port), timeout=5) as sock:
+            sock.sendall(header + hello)
+            finish_handshake(sock, tls, incoming, outgoing)
+            assert tls_reply(sock, tls, incoming).startswith("220 ")
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (.ci/run installs it)")
+@pytest.mark.parametrize("send_proxy", ["send-proxy", "send-proxy-v2"])
+def test_haproxy_in_front_of_implicit_tls(tmp_path, certificates, send_proxy):
+    """The documented port 465 deployment: every connection through HAProxy gets mail in."""
+    with proxied(implicit_tls=True, tls_context=certificates.context,
+                 trusted_proxies=["127.0.0.1/32"], timeout=10) as mail:
+        front = free_port()
+        process = start_haproxy(tmp_path, front, "  server a 127.0.0.1:%d %s\n"
+                                % (mail.port, send_proxy))
+        try:
+            for n in range(20):
+                with smtplib.SMTP_SSL("127.0.0.1", front, source_address=("127.0.0.5", 0),
+                                      context=certificates.client_context, timeout=10) as smtp:
+                    smtp.sendmail("a@example.com", ["r%d@example.com" % n],
+                                  "Subject: %d\r\n\r\nx" % n)
+        finally:
+            process.terminate()
+            process.wait(10)
+        messages = mail.wait_for(20)
+        assert len(messages) == 20
+        assert all(message.peer[0] == "127.0.0.5" for message in messages)

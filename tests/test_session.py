@@ -179,6 +179,29 @@ def test_non_ascii_address_needs_smtputf8(mail, client):
         "553 5.6.7 Error: non-ASCII address requires SMTPUTF8"
 
 
+INVISIBLE = ["\u0085", "\u009b", "\u0080", "\u009f", "\u2028", "\u2029", "\u202a", "\u202e",
+             "\u2066", "\u2069", "\u200e", "\u200f", "\u061c", "\u200b", "\u200c", "\u200d",
+             "\u2060", "\ufeff", "\u00ad", "\u00a0", "\u3000", "\U000e0041"]
+
+
+@pytest.mark.parametrize("char", INVISIBLE, ids=lambda char: "U+%04X" % ord(char))
+def test_smtputf8_addresses_refuse_invisible_characters(mail, client, char):
+    """C1 controls, line separators, bidi and zero-width characters (RFC 6531, 5198)."""
+    for mailbox in ("j\u00f6rg%s@example.com" % char, "j\u00f6rg@b%s\u00fccher.example" % char,
+                    '"j\u00f6 %srg"@example.com' % char):
+        client.send(("MAIL FROM:<%s> SMTPUTF8\r\n" % mailbox).encode())
+        assert client.reply() == "501 5.1.7 Bad sender address syntax"
+    assert client.command("MAIL FROM:<j\u00f6rg@example.com> SMTPUTF8") == "250 2.1.0 Ok"
+    client.send(("RCPT TO:<a%sb@example.com>\r\n" % char).encode())
+    assert client.reply() == "501 5.1.3 Bad recipient address syntax"
+    client.send(("RCPT TO:<b@example.com> ORCPT=utf-8;a%sb@example.com\r\n" % char).encode())
+    assert client.reply() == "501 5.5.4 Error: bad value for parameter ORCPT"
+    client.send(("VRFY a%sb@example.com\r\n" % char).encode())
+    assert client.reply() == "501 5.5.4 Syntax: VRFY address"
+    assert client.command("QUIT").startswith("221")
+    assert mail.messages == []
+
+
 def test_smtputf8_addresses_accepted(mail, client):
     assert client.command("MAIL FROM:<josé@bücher.example> SMTPUTF8") == "250 2.1.0 Ok"
     assert client.command("RCPT TO:<jörg@例え.jp>") == "250 2.1.5 Ok"

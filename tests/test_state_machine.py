@@ -15,7 +15,9 @@ envelope and the delivered messages.  Invariants:
   desynchronises;
 * the messages the handler received are exactly the model's.
 
-``max_errors=0`` (unlimited) keeps the 421 for too many errors out of the model.
+``max_errors=0`` (unlimited) keeps the 421 for too many errors out of the model;
+a BDAT without a usable size ends the session (421), and the machine
+reconnects.
 """
 
 import re
@@ -86,7 +88,8 @@ hello_commands = st.tuples(
 mail_commands = st.tuples(st.just("MAIL"), sender_paths, mail_parameters, mostly)
 rcpt_commands = st.tuples(st.just("RCPT"), recipient_paths, rcpt_parameters, mostly)
 bdat_commands = st.tuples(st.just("BDAT"), st.binary(max_size=40), st.booleans(),
-                          st.sampled_from(["", "", "", " x", " LAST LAST", " 5 FIRST", "  "]))
+                          st.sampled_from(["", "", "", " x", " LAST LAST", "  ", "+ FIRST",
+                                           "+  LAST", "+\tLAST", "+ LAST x"]))
 commands = st.one_of(
     hello_commands, mail_commands, rcpt_commands, bdat_commands,
     st.tuples(st.sampled_from(["RSET", "NOOP", "VRFY", "HELP", "EXPN", "STARTTLS"]),
@@ -122,6 +125,7 @@ class Session:
     def __init__(self, hostname):
         self.hostname = hostname
         self.helo = None                # None, "HELO" or "EHLO"
+        self.closed = False             # the server ended the session
         self.delivered = []
         self.reset()
 
@@ -231,8 +235,14 @@ class Session:
         return wire, replies.RCPT_OK
 
     def BDAT(self, chunk, last, argument):
-        if argument:        # malformed: no chunk follows (the size is unknown)
-            return b"BDAT" + argument.encode() + b"\r\n", replies.BDAT_SYNTAX
+        if argument.startswith("+"):    # a size, then bad words: the chunk is read past
+            self.reset()
+            return (b"BDAT %d%s\r\n" % (len(chunk), argument[1:].encode()) + chunk,
+                    replies.BDAT_SYNTAX)
+        if argument:        # no usable size: where a chunk would end is unknown
+            self.closed = True
+            return (b"BDAT" + argument.encode() + b"\r\n",
+                    replies.BDAT_BAD_SIZE.format(hostname=self.hostname))
         wire = b"BDAT %d%s\r\n" % (len(chunk), b" LAST" if last else b"") + chunk
         if self.mailfrom is None:
             return wire, replies.NEED_MAIL
@@ -390,7 +400,11 @@ class SessionMachine(RuleBasedStateMachine):
     def run(self, batch, pipelined):
         """Send ``batch``, all in one write or each after the last reply, and check."""
         self.in_sync = False
-        planned = [self.model.command(command) for command in batch]
+        planned = []
+        for command in batch:       # nothing after a closing reply is sent
+            planned.append(self.model.command(command))
+            if self.model.closed:
+                break
         if pipelined:
             self.client.send(b"".join(wire for wire, _ in planned))
             for _, expected in planned:
@@ -399,6 +413,9 @@ class SessionMachine(RuleBasedStateMachine):
             for wire, expected in planned:
                 self.client.send(wire)
                 self.expect(expected)
+        if self.model.closed:
+            assert self.client.closed()
+            self.connect()
         self.in_sync = True
 
     @initialize(greet=mostly)

@@ -35,7 +35,8 @@ SCRIPT = (
     "    time.sleep(1 if rcpttos[0].startswith('slow') else 0.05)\n"
     "    with open(log, 'a') as out:\n"
     "        out.write('%d %s\\n' % (os.getpid(), rcpttos[0]))\n"
-    "smtpd_lite.serve(sys.argv[1], handler, workers=2, shutdown_timeout=5)\n"
+    "smtpd_lite.serve(sys.argv[1], handler, workers=2, shutdown_timeout=5,\n"
+    "                 max_connections_per_ip=0)\n"
     "print('parent exits', flush=True)\n")
 
 
