@@ -1,0 +1,201 @@
+"""The inbox's messages: one SQLite database, one lock, and the new-message feed.
+
+Each message is written from the SMTP session thread that received it, in
+one short lock hold (a single INSERT and, past ``max_messages``, a DELETE
+of the oldest), after the message was parsed outside the lock.  So the
+record exists before the client sees its ``250``, and other sessions wait
+at most for one such write.  Readers (the web API) take the same lock for
+one query each.
+
+A database file and the journal files SQLite makes beside it are created
+readable by their owner only (mode 0600, whatever the umask); files that
+already exist keep their mode.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import queue
+import sqlite3
+import threading
+from typing import Any, Iterable, Sequence
+
+from .message import Parsed, parse
+
+DEFAULT_MAX_MESSAGES = 1000
+MAX_SUBSCRIBERS = 32        # open event streams; more get 503
+_SUBSCRIBER_BACKLOG = 256   # events a slow reader may fall behind before it is dropped
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    mailfrom TEXT NOT NULL,
+    rcpttos TEXT NOT NULL,
+    subject TEXT,
+    received TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    attachments INTEGER NOT NULL,
+    read INTEGER NOT NULL DEFAULT 0,
+    search TEXT NOT NULL,
+    raw BLOB NOT NULL
+)
+"""
+_SUMMARY_COLUMNS = "id, mailfrom, rcpttos, subject, received, size, attachments, read"
+
+
+class Store:
+    """Messages in SQLite: ``path`` a file, or None for memory; at most ``max_messages``."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None,
+                 max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        self.max_messages = max_messages
+        self.path = None if path is None else os.path.abspath(path)
+        if self.path is not None:
+            for suffix in ("", "-wal", "-shm"):
+                _create_owner_only(self.path + suffix)
+        self._database = sqlite3.connect(self.path or ":memory:", check_same_thread=False,
+                                         isolation_level=None)
+        self._lock = threading.Lock()
+        self._subscribers: list[queue.Queue[dict[str, Any] | None]] = []
+        with self._lock:
+            if self.path is not None:
+                # WAL: a commit appends to the -wal file (made 0600 above) and
+                # needs no fsync with synchronous=NORMAL; the inbox is a viewer,
+                # the destination is what keeps a message safe.
+                self._database.execute("PRAGMA journal_mode=WAL")
+                self._database.execute("PRAGMA synchronous=NORMAL")
+            self._database.execute(_SCHEMA)
+            self._count = self._database.execute("SELECT count(*) FROM messages").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._database.close()
+            for subscriber in self._subscribers:
+                _offer(subscriber, None)
+            self._subscribers.clear()
+
+    # --- writing -------------------------------------------------------------
+
+    def add(self, mailfrom: str, rcpttos: Sequence[str], data: bytes) -> dict[str, Any]:
+        """Store one message; return its summary (also sent to every subscriber)."""
+        parsed = parse(data)
+        received = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        search = "\n".join([mailfrom, *rcpttos, parsed.subject or "", parsed.text or ""]).lower()
+        row = (mailfrom, json.dumps(list(rcpttos)), parsed.subject, received, len(data),
+               len(parsed.attachments), search, data)
+        with self._lock:
+            cursor = self._database.execute(
+                "INSERT INTO messages (mailfrom, rcpttos, subject, received, size, attachments,"
+                " search, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+            self._count += 1
+            if self._count > self.max_messages:
+                self._database.execute(
+                    "DELETE FROM messages WHERE id IN"
+                    " (SELECT id FROM messages ORDER BY id LIMIT ?)",
+                    (self._count - self.max_messages,))
+                self._count = self.max_messages
+            summary = _summary((cursor.lastrowid, *row[:6], 0))
+            for subscriber in list(self._subscribers):
+                if not _offer(subscriber, summary):
+                    self._subscribers.remove(subscriber)
+        return summary
+
+    def delete(self, message_id: str) -> bool:
+        """Delete one message; False if there was none with that id."""
+        with self._lock:
+            deleted = self._database.execute("DELETE FROM messages WHERE id = ?",
+                                             (_number(message_id),)).rowcount
+            self._count -= deleted
+        return bool(deleted)
+
+    def delete_all(self) -> None:
+        with self._lock:
+            self._database.execute("DELETE FROM messages")
+            self._count = 0
+
+    # --- reading -------------------------------------------------------------
+
+    def list(self, limit: int = 50, offset: int = 0,
+             query: str = "") -> tuple[int, list[dict[str, Any]]]:
+        """(total, summaries) newest first; ``query`` a case-insensitive substring of the
+        sender, a recipient, the subject or the text, and ``total`` the matches."""
+        where, arguments = ("WHERE instr(search, ?) > 0", (query.lower(),)) if query else ("", ())
+        with self._lock:
+            total = self._database.execute("SELECT count(*) FROM messages " + where,
+                                           arguments).fetchone()[0]
+            rows = self._database.execute(
+                "SELECT %s FROM messages %s ORDER BY id DESC LIMIT ? OFFSET ?"
+                % (_SUMMARY_COLUMNS, where), (*arguments, limit, offset)).fetchall()
+        return total, [_summary(row) for row in rows]
+
+    def get(self, message_id: str, mark_read: bool = False) -> tuple[dict[str, Any], bytes] | None:
+        """(summary, raw octets) of one message, or None."""
+        with self._lock:
+            if mark_read:
+                self._database.execute("UPDATE messages SET read = 1 WHERE id = ?",
+                                       (_number(message_id),))
+            row = self._database.execute(
+                "SELECT %s, raw FROM messages WHERE id = ?" % _SUMMARY_COLUMNS,
+                (_number(message_id),)).fetchone()
+        if row is None:
+            return None
+        return _summary(row[:-1]), bytes(row[-1])
+
+    def detail(self, message_id: str) -> tuple[dict[str, Any], Parsed, bytes] | None:
+        """The summary (marked read), the parsed fields and the raw octets of one message."""
+        found = self.get(message_id, mark_read=True)
+        if found is None:
+            return None
+        summary, raw = found
+        return summary, parse(raw), raw
+
+    # --- the feed of new messages ---------------------------------------------
+
+    def subscribe(self) -> queue.Queue[dict[str, Any] | None] | None:
+        """A queue that receives each new message's summary (None: the store closed),
+        or None when :data:`MAX_SUBSCRIBERS` are already listening."""
+        subscriber: queue.Queue[dict[str, Any] | None] = queue.Queue(_SUBSCRIBER_BACKLOG)
+        with self._lock:
+            if len(self._subscribers) >= MAX_SUBSCRIBERS:
+                return None
+            self._subscribers.append(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: queue.Queue[dict[str, Any] | None]) -> None:
+        with self._lock:
+            if subscriber in self._subscribers:
+                self._subscribers.remove(subscriber)
+
+
+def _summary(row: Iterable[Any]) -> dict[str, Any]:
+    message_id, mailfrom, rcpttos, subject, received, size, attachments, read = row
+    return {"id": str(message_id), "mailfrom": mailfrom, "rcpttos": json.loads(rcpttos),
+            "subject": subject, "received": received, "size": size,
+            "attachments": attachments, "read": bool(read)}
+
+
+def _number(message_id: str) -> int:
+    """A message id as the database keys it; ids that are not numbers match nothing."""
+    return int(message_id) if message_id.isdigit() and len(message_id) < 19 else -1
+
+
+def _offer(subscriber: queue.Queue[dict[str, Any] | None], event: dict[str, Any] | None) -> bool:
+    try:
+        subscriber.put_nowait(event)
+    except queue.Full:      # a reader that stopped reading: drop it, never block a session
+        return False
+    return True
+
+
+def _create_owner_only(path: str) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (whose mode then stays)."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.fchmod(descriptor, 0o600)    # os.open's mode is masked by the umask; this is not
+    os.close(descriptor)
