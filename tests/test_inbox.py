@@ -358,3 +358,29 @@ def test_cli_inbox_flags_need_web_and_one_process(arguments):
                                capture_output=True, timeout=30)
     assert completed.returncode == 2
     assert b"--web" in completed.stderr
+
+
+# --- summaries as the list shows them ------------------------------------------
+
+@pytest.mark.parametrize("data", [
+    b"Subject: plain\r\n\r\nbody\r\n",
+    b"Subject: folded\r\n  over two lines\r\nX: y\r\n\r\nbody\r\n",
+    b"Subject: =?utf-8?b?w6ljaG8=?=\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\xc3\xa9\r\n",
+    b"Subject: latin\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\ncaf\xe9\r\n",
+    b"Subject: qp\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9\r\n",
+    b"Subject: only html\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n",
+    b"Subject: file\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; "
+    b"filename=a.txt\r\n\r\nx\r\n",
+    b"subject: lower case\r\nSUBJECT: second\r\n\r\nbody",
+    b"No header block at all",
+    b"\r\nbody without headers\r\n",
+])
+def test_summaries_agree_with_the_full_parse(data):
+    store = Store()
+    summary = store.add("a@example.com", ["b@example.com"], data)
+    _, parsed, _ = store.detail(summary["id"])
+    assert summary["subject"] == parsed.subject
+    assert summary["attachments"] == len(parsed.attachments)
+    text = (parsed.text or "").lower().strip()
+    assert store.list(query=text[:20])[0] == 1     # the text is what q searches
+    store.close()

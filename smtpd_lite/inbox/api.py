@@ -98,6 +98,7 @@ class InboxServer(http.server.ThreadingHTTPServer):
 class InboxRequestHandler(http.server.BaseHTTPRequestHandler):
     server: InboxServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True     # headers and body leave at once, no delayed-ACK wait
     server_version = "smtpd_lite-inbox"
     sys_version = ""
 

@@ -22,7 +22,7 @@ import sqlite3
 import threading
 from typing import Any, Iterable, Sequence
 
-from .message import Parsed, parse
+from .message import Parsed, parse, summarize
 
 DEFAULT_MAX_MESSAGES = 1000
 MAX_SUBSCRIBERS = 32        # open event streams; more get 503
@@ -82,11 +82,11 @@ class Store:
 
     def add(self, mailfrom: str, rcpttos: Sequence[str], data: bytes) -> dict[str, Any]:
         """Store one message; return its summary (also sent to every subscriber)."""
-        parsed = parse(data)
+        parsed = summarize(data)
         received = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         search = "\n".join([mailfrom, *rcpttos, parsed.subject or "", parsed.text or ""]).lower()
         row = (mailfrom, json.dumps(list(rcpttos)), parsed.subject, received, len(data),
-               len(parsed.attachments), search, data)
+               parsed.attachments, search, data)
         with self._lock:
             cursor = self._database.execute(
                 "INSERT INTO messages (mailfrom, rcpttos, subject, received, size, attachments,"
