@@ -1,11 +1,14 @@
 """The inbox's messages: one SQLite database, one lock, and the new-message feed.
 
-Each message is written from the SMTP session thread that received it, in
-one short lock hold (a single INSERT and, past ``max_messages``, a DELETE
-of the oldest), after the message was parsed outside the lock.  So the
-record exists before the client sees its ``250``, and other sessions wait
-at most for one such write.  Readers (the web API) take the same lock for
-one query each.
+The SMTP session that received a message reads its summary fields (cheaply,
+see :func:`~smtpd_lite.inbox.message.summarize`), gives it its id and
+queues it; one writer thread inserts what is queued in batches, one
+transaction each.  So a session never waits for SQLite (whose calls hand
+the GIL to the other sessions and would have them queue for it), and a
+message is in the database within milliseconds of its ``250``.  Readers
+(the web API) first wait until every message queued before they asked is
+written, so whoever got a ``250`` finds the message; then they take the
+store's lock for one query each.
 
 A database file and the journal files SQLite makes beside it are created
 readable by their owner only (mode 0600, whatever the umask); files that
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import queue
 import sqlite3
@@ -24,7 +28,12 @@ from typing import Any, Iterable, Sequence
 
 from .message import Parsed, parse, summarize
 
+logger = logging.getLogger("smtpd_lite")
+
 DEFAULT_MAX_MESSAGES = 1000
+MAX_PENDING = 10000         # messages queued for the writer before add() waits
+WRITE_WAIT = 5.0            # seconds a reader waits for queued messages to be written
+_BATCH = 256                # messages per transaction
 MAX_SUBSCRIBERS = 32        # open event streams; more get 503
 _SUBSCRIBER_BACKLOG = 256   # events a slow reader may fall behind before it is dropped
 
@@ -70,8 +79,20 @@ class Store:
                 self._database.execute("PRAGMA synchronous=NORMAL")
             self._database.execute(_SCHEMA)
             self._count = self._database.execute("SELECT count(*) FROM messages").fetchone()[0]
+            newest = self._database.execute(
+                "SELECT max(seq) FROM sqlite_sequence WHERE name = 'messages'").fetchone()
+        self._issued = self._written_id = (newest[0] if newest and newest[0] else 0)
+        self._issue_lock = threading.Lock()
+        self._written = threading.Condition()
+        self._pending: queue.Queue[tuple[Any, ...] | None] = queue.Queue(MAX_PENDING)
+        self._writer = threading.Thread(target=self._write_forever, name="smtpd_lite inbox writer",
+                                        daemon=True)
+        self._writer.start()
 
     def close(self) -> None:
+        """Write what is pending, stop the writer, close the database and the event feeds."""
+        self._pending.put(None)
+        self._writer.join()
         with self._lock:
             self._database.close()
             for subscriber in self._subscribers:
@@ -81,31 +102,72 @@ class Store:
     # --- writing -------------------------------------------------------------
 
     def add(self, mailfrom: str, rcpttos: Sequence[str], data: bytes) -> dict[str, Any]:
-        """Store one message; return its summary (also sent to every subscriber)."""
+        """Queue one message for the writer; return its summary (the writer also sends it to
+        every subscriber).  Blocks only while :data:`MAX_PENDING` messages wait."""
         parsed = summarize(data)
         received = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         search = "\n".join([mailfrom, *rcpttos, parsed.subject or "", parsed.text or ""]).lower()
-        row = (mailfrom, json.dumps(list(rcpttos)), parsed.subject, received, len(data),
-               parsed.attachments, search, data)
-        with self._lock:
-            cursor = self._database.execute(
-                "INSERT INTO messages (mailfrom, rcpttos, subject, received, size, attachments,"
-                " search, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
-            self._count += 1
-            if self._count > self.max_messages:
-                self._database.execute(
-                    "DELETE FROM messages WHERE id IN"
-                    " (SELECT id FROM messages ORDER BY id LIMIT ?)",
-                    (self._count - self.max_messages,))
-                self._count = self.max_messages
-            summary = _summary((cursor.lastrowid, *row[:6], 0))
-            for subscriber in list(self._subscribers):
-                if not _offer(subscriber, summary):
-                    self._subscribers.remove(subscriber)
-        return summary
+        with self._issue_lock:      # ids in the order the writer gets them
+            self._issued += 1
+            row = (self._issued, mailfrom, json.dumps(list(rcpttos)), parsed.subject, received,
+                   len(data), parsed.attachments, search, data)
+            self._pending.put(row)
+        return _summary((*row[:7], 0))
+
+    def _write_forever(self) -> None:
+        """The writer thread: each batch of queued messages in one transaction."""
+        while True:
+            batch = [self._pending.get()]
+            while batch[-1] is not None and len(batch) < _BATCH:
+                try:
+                    batch.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+            rows = [row for row in batch if row is not None]
+            if rows:
+                self._write(rows)
+            if batch[-1] is None:
+                return
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        try:
+            with self._lock:
+                self._database.execute("BEGIN")
+                self._database.executemany(
+                    "INSERT INTO messages (id, mailfrom, rcpttos, subject, received, size,"
+                    " attachments, search, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                self._count += len(rows)
+                if self._count > self.max_messages:
+                    self._database.execute(
+                        "DELETE FROM messages WHERE id IN"
+                        " (SELECT id FROM messages ORDER BY id LIMIT ?)",
+                        (self._count - self.max_messages,))
+                    self._count = self.max_messages
+                self._database.execute("COMMIT")
+                for row in rows:
+                    summary = _summary((*row[:7], 0))
+                    for subscriber in list(self._subscribers):
+                        if not _offer(subscriber, summary):
+                            self._subscribers.remove(subscriber)
+        except sqlite3.Error:
+            logger.exception("inbox: %d message(s) not stored", len(rows))
+            with self._lock:
+                if self._database.in_transaction:
+                    self._database.execute("ROLLBACK")
+        with self._written:
+            self._written_id = rows[-1][0]
+            self._written.notify_all()
+
+    def _wait_written(self) -> None:
+        """Wait (boundedly) until every message queued so far is in the database, so a
+        reader sees each message whose 250 was sent before it asked."""
+        target = self._issued
+        with self._written:
+            self._written.wait_for(lambda: self._written_id >= target, WRITE_WAIT)
 
     def delete(self, message_id: str) -> bool:
         """Delete one message; False if there was none with that id."""
+        self._wait_written()
         with self._lock:
             deleted = self._database.execute("DELETE FROM messages WHERE id = ?",
                                              (_number(message_id),)).rowcount
@@ -113,6 +175,7 @@ class Store:
         return bool(deleted)
 
     def delete_all(self) -> None:
+        self._wait_written()
         with self._lock:
             self._database.execute("DELETE FROM messages")
             self._count = 0
@@ -123,6 +186,7 @@ class Store:
              query: str = "") -> tuple[int, list[dict[str, Any]]]:
         """(total, summaries) newest first; ``query`` a case-insensitive substring of the
         sender, a recipient, the subject or the text, and ``total`` the matches."""
+        self._wait_written()
         where, arguments = ("WHERE instr(search, ?) > 0", (query.lower(),)) if query else ("", ())
         with self._lock:
             total = self._database.execute("SELECT count(*) FROM messages " + where,
@@ -134,6 +198,7 @@ class Store:
 
     def get(self, message_id: str, mark_read: bool = False) -> tuple[dict[str, Any], bytes] | None:
         """(summary, raw octets) of one message, or None."""
+        self._wait_written()
         with self._lock:
             if mark_read:
                 self._database.execute("UPDATE messages SET read = 1 WHERE id = ?",
