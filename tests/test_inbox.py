@@ -384,3 +384,16 @@ def test_summaries_agree_with_the_full_parse(data):
     text = (parsed.text or "").lower().strip()
     assert store.list(query=text[:20])[0] == 1     # the text is what q searches
     store.close()
+
+
+@pytest.mark.parametrize("module", ["server.py", "session.py", "compat.py", "connection.py"])
+def test_the_core_never_imports_the_inbox(module):
+    import ast
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "smtpd_lite", module)
+    with open(path, encoding="utf-8") as source:
+        tree = ast.parse(source.read())
+    imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for alias in node.names]
+    assert not [name for name in imported if "inbox" in name]
