@@ -33,9 +33,11 @@ logger = logging.getLogger("smtpd_lite")
 class InboxDelivery:
     """A message handler: ``destination`` decides the reply; what it accepted goes to ``store``.
 
-    The message is stored after the destination returned normally with an
-    acceptance (None or a 2xx reply), so the inbox holds only messages that
-    got a ``250``.  A failure to store is logged and never changes the reply.
+    The message goes to the store (queued for its writer thread, see
+    :mod:`smtpd_lite.inbox.store`) only after the destination returned
+    normally with an acceptance (None or a 2xx reply), so the inbox holds
+    only messages that got a ``250``.  A failure to store is logged and
+    never changes the reply.
     """
 
     def __init__(self, destination: Handler, store: Store) -> None:
