@@ -24,6 +24,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from typing import Any, Iterable, Sequence
 
 from .message import Parsed, parse, summarize
@@ -34,6 +35,7 @@ DEFAULT_MAX_MESSAGES = 1000
 MAX_PENDING = 10000         # messages queued for the writer before add() waits
 WRITE_WAIT = 5.0            # seconds a reader waits for queued messages to be written
 _BATCH = 256                # messages per transaction
+_GATHER = 0.005             # seconds the writer lets messages gather before a transaction
 MAX_SUBSCRIBERS = 32        # open event streams; more get 503
 _SUBSCRIBER_BACKLOG = 256   # events a slow reader may fall behind before it is dropped
 
@@ -118,6 +120,8 @@ class Store:
         """The writer thread: each batch of queued messages in one transaction."""
         while True:
             batch = [self._pending.get()]
+            if batch[-1] is not None:
+                time.sleep(_GATHER)     # let a burst queue up: one transaction, few GIL hand-offs
             while batch[-1] is not None and len(batch) < _BATCH:
                 try:
                     batch.append(self._pending.get_nowait())
