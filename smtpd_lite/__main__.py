@@ -192,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.classname:
             if arguments.workers != 1:
                 parser.error("--workers is not available with -c (the stdlib form)")
+            if arguments.web is not None:
+                parser.error("--web is not available with -c (the stdlib form)")
             run_stdlib_form(parser, arguments, address, server_options)
             return 0
         if arguments.remote:

@@ -352,9 +352,11 @@ def test_cli_web_serves_the_inbox_beside_the_smtp_listener():
 
 
 @pytest.mark.parametrize("arguments", [["--inbox", "x.sqlite"], ["--release", "127.0.0.1:25"],
-                                       ["--web", "--workers", "2"]])
+                                       ["--web", "--workers", "2"],
+                                       ["--web", "-c", "DebuggingServer"]])
 def test_cli_inbox_flags_need_web_and_one_process(arguments):
-    completed = subprocess.run([sys.executable, "-m", "smtpd_lite", "--sink", *arguments],
+    destination = [] if "-c" in arguments else ["--sink"]
+    completed = subprocess.run([sys.executable, "-m", "smtpd_lite", *destination, *arguments],
                                capture_output=True, timeout=30)
     assert completed.returncode == 2
     assert b"--web" in completed.stderr
