@@ -25,6 +25,7 @@ import os
 import socket
 import stat
 import sys
+import threading
 from typing import Any, Sequence
 
 from . import __version__, compat, delivery, passwords, private_files
@@ -35,6 +36,7 @@ from .server import parse_address, serve
 from .tls import tls_context
 
 DEFAULT_LISTEN = "127.0.0.1:8025"
+DEFAULT_WEB = "127.0.0.1:8026"
 DEFAULT_REMOTE = "localhost:25"     # the stdlib's PureProxy default
 STDLIB_CLASSES = ("DebuggingServer", "PureProxy")
 
@@ -94,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log more (-v: sessions, -vv: debug)")
     parser.add_argument("-V", "--version", action="version", version="smtpd_lite " + __version__)
+    add_inbox_arguments(parser)
     options = parser.add_argument_group("server options")
     for option in OPTIONS:
         if option.cli:
@@ -124,6 +127,43 @@ def _add_option(group: argparse._ArgumentGroup, option: Option) -> None:
     group.add_argument(flag, dest=option.name, type=kind, default=option.default,
                        choices=option.choices or None, metavar=None if option.choices else "N",
                        help="%s (default: %s)" % (option.doc, option.default))
+
+
+def add_inbox_arguments(parser: argparse.ArgumentParser) -> None:
+    """--web, --inbox, --inbox-max, --release: the web inbox (smtpd_lite.inbox)."""
+    web = parser.add_argument_group("web inbox")
+    web.add_argument("--web", nargs="?", const=DEFAULT_WEB, metavar="HOST:PORT",
+                     help="serve a web page and JSON API over the received messages "
+                          "(default %s)" % DEFAULT_WEB)
+    web.add_argument("--inbox", metavar="FILE",
+                     help="with --web: keep the messages in this SQLite file (default: memory)")
+    web.add_argument("--inbox-max", type=_positive, default=1000, metavar="N",
+                     help="with --web: keep at most N messages, the oldest go first "
+                          "(default 1000)")
+    web.add_argument("--release", metavar="HOST:PORT",
+                     help="with --web: the one SMTP server the inbox may release messages to")
+
+
+def start_inbox(parser: argparse.ArgumentParser, arguments: argparse.Namespace,
+                handler: Handler) -> Handler:
+    """With --web: the inbox's web server started in a thread, and ``handler`` wrapped."""
+    if arguments.web is None:
+        if arguments.inbox or arguments.release or arguments.inbox_max != 1000:
+            parser.error("--inbox, --inbox-max and --release need --web")
+        return handler
+    if arguments.workers != 1:
+        parser.error("--web needs one process (--workers 1)")
+    from . import inbox  # sqlite3 and http.server only when asked for
+    try:
+        web_address = parse_address(arguments.web)
+        release = parse_address(arguments.release) if arguments.release else None
+    except ValueError as error:
+        parser.error("--web/--release: %s" % error)
+    store = inbox.Store(arguments.inbox, arguments.inbox_max)
+    web = inbox.InboxServer(store, web_address, release)
+    threading.Thread(target=web.serve_forever, name="smtpd_lite inbox", daemon=True).start()
+    print("smtpd_lite: web inbox at %s" % web.url, file=sys.stderr, flush=True)
+    return inbox.InboxDelivery(handler, store)
 
 
 def _positive(text: str) -> int:
@@ -158,13 +198,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.classname:
             if arguments.workers != 1:
                 parser.error("--workers is not available with -c (the stdlib form)")
+            if arguments.web is not None:
+                parser.error("--web is not available with -c (the stdlib form)")
             run_stdlib_form(parser, arguments, address, server_options)
             return 0
         if arguments.remote:
             parser.error("a second address is the stdlib's PureProxy remote: add "
                          "-c PureProxy, or use --relay HOST:PORT")
         check_relay_exposure(arguments, address, server_options)
-        handler = make_delivery(parser, arguments)
+        handler = start_inbox(parser, arguments, make_delivery(parser, arguments))
         serve(address, handler, appname=arguments.appname, hostname=arguments.hostname,
               workers=arguments.workers, **server_options)
     except (OSError, ValueError) as error:

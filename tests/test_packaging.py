@@ -14,7 +14,9 @@ OPTIONAL = {"pytest_plugin.py"}        # loaded by pytest only
 
 
 def package_modules():
-    return sorted(name for name in os.listdir(PACKAGE)
+    """Every module of the package, subpackages (the inbox) included, as a relative path."""
+    return sorted(os.path.relpath(os.path.join(folder, name), PACKAGE)
+                  for folder, _, names in os.walk(PACKAGE) for name in names
                   if name.endswith(".py") and name not in OPTIONAL)
 
 
