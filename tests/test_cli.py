@@ -18,9 +18,9 @@ from processes import (
     smtpd_lite_command,
     start_cli,
 )
+from servers import capture
 
 from smtpd_lite import SMTPError
-from smtpd_lite.testing import capture
 
 STDLIB_PYTHON = "python3.11"
 MESSAGE = "From: a@example.com\r\nSubject: cli\r\n\r\nFrom the command line\r\n.dot\r\n"

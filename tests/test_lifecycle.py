@@ -10,11 +10,11 @@ import time
 
 import pytest
 from processes import bench_module, needs_two_cpus, proc_status, wait_for_port, wait_until
+from servers import capture
 from wire import RawClient
 
 from smtpd_lite import SMTPServer
 from smtpd_lite.session import SMTPSession
-from smtpd_lite.testing import capture
 
 procstat = bench_module("procstat")
 

@@ -13,12 +13,12 @@ import time
 
 import pytest
 from processes import ServerProcess, bench_module, needs_two_cpus, proc_status
+from servers import capture
 from wire import RawClient
 
 from smtpd_lite import data as data_module
 from smtpd_lite import session as session_module
 from smtpd_lite.data import DataAssembler
-from smtpd_lite.testing import capture
 
 procstat = bench_module("procstat")
 needs_proc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
