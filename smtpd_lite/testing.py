@@ -139,20 +139,24 @@ class Message:
         return None
 
 
+# Typed loosely: typeshed's generic types for policies and parsers differ
+# between the mypy releases that each supported Python can install.
+_POLICY: Any = email.policy.default
+
 _URL = re.compile(r"""(?:https?://|mailto:)[^\s"'<>]+""", re.IGNORECASE)
 
 
 def parse_message(data: bytes) -> email.message.EmailMessage:
     """``data`` as an EmailMessage, as far as it parses (never raises)."""
     raw = data.replace(b"\r\n", b"\n")  # the email package works with "\n" line ends
-    parsed: Any     # typeshed's type for this differs between Python versions
+    parsed: Any
     try:
-        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        parsed = email.message_from_bytes(raw, policy=_POLICY)
     except Exception as error:          # RecursionError for deeply nested multiparts
         logger.warning("message does not parse (%s: %s); keeping its headers only",
                        type(error).__name__, error)
         try:
-            parsed = email.parser.BytesParser(policy=email.policy.default).parsebytes(
+            parsed = email.parser.BytesParser(policy=_POLICY).parsebytes(
                 raw, headersonly=True)
         except Exception:
             parsed = email.message.EmailMessage()
