@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with -c: enable SMTPUTF8 (enable_SMTPUTF8=True)")
     stdlib.add_argument("-d", "--debug", action="store_true", help="log everything (like -vv)")
     parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log more (-v: sessions, -vv: debug)")
+                        help="log more (-v: one line per message, -vv: the protocol trace too)")
     parser.add_argument("-V", "--version", action="version", version="smtpd_lite " + __version__)
     add_rule_flag(parser)
     options = parser.add_argument_group("server options")
