@@ -830,9 +830,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
             answered = [callbacks.result_reply(result.get(rcptto) if isinstance(result, dict)
                                                else result, queued, "message handler")
                         for rcptto in rcpttos]
-        logger.info("%s: client=%s from=<%s> to=<%s> size=%d reply=%s", queue_id,
-                    _format_peer(self.peer), mailfrom, ">,<".join(rcpttos), size,
-                    " / ".join(answered))
+        if logger.isEnabledFor(logging.INFO):   # the hot path formats nothing it need not
+            logger.info("%s: client=%s from=<%s> to=<%s> size=%d reply=%s", queue_id,
+                        _format_peer(self.peer), mailfrom, ">,<".join(rcpttos), size,
+                        " / ".join(answered))
         for text in answered:
             self.reply(text)
 
