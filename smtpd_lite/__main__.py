@@ -25,14 +25,15 @@ import os
 import socket
 import stat
 import sys
+import tempfile
 import threading
 from typing import Any, Sequence
 
-from . import __version__, compat, delivery, passwords, private_files
+from . import __version__, compat, delivery, passwords, private_files, testing
 from . import relay as relay_client
 from .callbacks import Handler
 from .options import OPTIONS, Option
-from .server import parse_address, serve
+from .server import SMTPServer, parse_address, run_server
 from .tls import tls_context
 
 DEFAULT_LISTEN = "127.0.0.1:8025"
@@ -94,9 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with -c: enable SMTPUTF8 (enable_SMTPUTF8=True)")
     stdlib.add_argument("-d", "--debug", action="store_true", help="log everything (like -vv)")
     parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log more (-v: sessions, -vv: debug)")
+                        help="log more (-v: one line per message, -vv: the protocol trace too)")
     parser.add_argument("-V", "--version", action="version", version="smtpd_lite " + __version__)
     add_inbox_arguments(parser)
+    add_rule_flag(parser)
     options = parser.add_argument_group("server options")
     for option in OPTIONS:
         if option.cli:
@@ -109,24 +111,44 @@ def _add_option(group: argparse._ArgumentGroup, option: Option) -> None:
     if option.kind == "bool":
         if option.default:
             group.add_argument("--no-" + flag[2:], dest=option.name, action="store_false",
-                               default=True, help="do not: " + option.doc)
+                               default=True, help=negated_help(option.doc))
         else:
             group.add_argument(flag, dest=option.name, action="store_true", default=False,
-                               help=option.doc)
+                               help=flag_help(option.doc))
         return
     if option.kind == "networks":
         group.add_argument("--trusted-proxy", dest=option.name, action="append", default=[],
-                           metavar="CIDR", help=option.doc)
+                           metavar="CIDR", help=flag_help(option.doc))
         return
     if option.kind == "mechanisms":
         group.add_argument(flag, dest=option.name, default=" ".join(option.default),
                            metavar="'NAME ...'",
-                           help="%s (default: %s)" % (option.doc, " ".join(option.default)))
+                           help="%s (default: %s)" % (flag_help(option.doc),
+                                                      " ".join(option.default)))
         return
     kind = {"size": int, "count": int, "seconds": float, "choice": str}[option.kind]
     group.add_argument(flag, dest=option.name, type=kind, default=option.default,
                        choices=option.choices or None, metavar=None if option.choices else "N",
-                       help="%s (default: %s)" % (option.doc, option.default))
+                       help="%s (default: %s)" % (flag_help(option.doc), option.default))
+
+
+# Options without a flag of their own, and the flag that sets them.
+FLAG_FOR = {"tls_context": "--tls-cert", "auth_handler": "--auth-file",
+            "trusted_proxies": "--trusted-proxy"}
+
+
+def flag_help(doc: str) -> str:
+    """An option's doc for --help: flags instead of keyword names."""
+    for option in OPTIONS:
+        if option.name in doc:
+            flag = FLAG_FOR.get(option.name) or "--" + option.name.replace("_", "-")
+            doc = doc.replace(option.name, flag)
+    return doc.replace("server_close()", "shutdown")
+
+
+def negated_help(doc: str) -> str:
+    """The help of a --no-... flag: "Prepend a header." → "Do not prepend a header."."""
+    return "Do not " + flag_help(doc)[:1].lower() + flag_help(doc)[1:]
 
 
 def add_inbox_arguments(parser: argparse.ArgumentParser) -> None:
@@ -178,12 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     if arguments.hash_password:
         return print_password_hash()
-    verbosity = 2 if arguments.debug else min(arguments.verbose, 2)
-    logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][verbosity],
-        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if arguments.log_protocol:
-        logging.getLogger("smtpd_lite.protocol").setLevel(logging.DEBUG)
+    configure_logging(arguments)
     listen = arguments.listen or arguments.address or DEFAULT_LISTEN
     try:
         address = arguments.unix_socket or parse_address(listen)
@@ -193,9 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                       for option in OPTIONS if option.cli}
     if arguments.size is not None:
         server_options["max_size"] = arguments.size
+    if arguments.verbose >= 2 or arguments.debug:
+        server_options["log_protocol"] = True       # -vv: the protocol trace
     try:
         add_security_options(parser, arguments, server_options)
         if arguments.classname:
+            if arguments.rule:
+                parser.error("--rule is not available with -c (the stdlib form)")
             if arguments.workers != 1:
                 parser.error("--workers is not available with -c (the stdlib form)")
             if arguments.web is not None:
@@ -205,14 +226,124 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.remote:
             parser.error("a second address is the stdlib's PureProxy remote: add "
                          "-c PureProxy, or use --relay HOST:PORT")
+        check_destination(arguments)
         check_relay_exposure(arguments, address, server_options)
         handler = start_inbox(parser, arguments, make_delivery(parser, arguments))
-        serve(address, handler, appname=arguments.appname, hostname=arguments.hostname,
-              workers=arguments.workers, **server_options)
+        warn_if_relay_unreachable(arguments)
+        # Rules outermost: a message a rule refuses never reaches the inbox.
+        handler, server_options = testing.apply_rules(parse_rules(parser, arguments), handler,
+                                                      server_options)
+        with SMTPServer(address, handler, appname=arguments.appname,
+                        hostname=arguments.hostname, **server_options) as server:
+            announce(server, arguments)
+            run_server(server, arguments.workers)
     except (OSError, ValueError) as error:
         print("smtpd_lite: %s" % error, file=sys.stderr)
         return 1
     return 0
+
+
+def configure_logging(arguments: argparse.Namespace) -> None:
+    """Warnings and errors always; -v adds one line per message, -vv the protocol trace."""
+    verbosity = 2 if arguments.debug else min(arguments.verbose, 2)
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][verbosity],
+        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if arguments.log_protocol:
+        logging.getLogger("smtpd_lite.protocol").setLevel(logging.DEBUG)
+
+
+def add_rule_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rule", action="append", default=[], metavar="WHEN:ADDRESS=REPLY[;times=N][;delay=S]",
+        help="inject a failure, for testing applications: WHEN is connect, mail, rcpt or data, "
+             "ADDRESS a pattern such as 'bounce@*', REPLY a reply line or 'drop' "
+             "(repeatable; the first match wins)")
+
+
+def parse_rules(parser: argparse.ArgumentParser,
+                arguments: argparse.Namespace) -> list[testing.Rule]:
+    try:
+        return [testing.Rule.parse(text) for text in arguments.rule]
+    except ValueError as error:
+        parser.error("--rule: %s" % error)
+
+
+def check_destination(arguments: argparse.Namespace) -> None:
+    """Refuse at start a store (--mbox, --maildir) that cannot take mail."""
+    if arguments.mbox:
+        path = os.path.abspath(arguments.mbox)
+        folder = os.path.dirname(path)
+        if not os.path.isdir(folder):
+            raise ValueError("--mbox %s: the directory %s does not exist" % (arguments.mbox,
+                                                                             folder))
+        try:
+            os.close(private_files.open_private(path, os.O_WRONLY | os.O_APPEND))
+        except OSError as error:
+            raise ValueError("--mbox %s: cannot be written (%s)"
+                             % (arguments.mbox, error.strerror or error)) from None
+    if arguments.maildir:
+        try:
+            for folder in ("cur", "new", "tmp"):
+                private_files.make_private_folders(os.path.join(arguments.maildir, folder))
+            tempfile.TemporaryFile(dir=os.path.join(arguments.maildir, "tmp")).close()
+        except OSError as error:
+            raise ValueError("--maildir %s: cannot be written (%s)"
+                             % (arguments.maildir, error.strerror or error)) from None
+
+
+def warn_if_relay_unreachable(arguments: argparse.Namespace) -> None:
+    """A warning, not a refusal: the next hop may come up after us."""
+    if arguments.relay:
+        try:
+            host, port = parse_address(arguments.relay)
+            socket.create_connection((host, port), timeout=3).close()
+        except (OSError, ValueError) as error:
+            logging.getLogger("smtpd_lite").warning(
+                "--relay %s is not reachable now (%s); messages get 451 until it is",
+                arguments.relay, error)
+
+
+def describe_destination(arguments: argparse.Namespace) -> str:
+    if arguments.maildir:
+        return "storing each message in the Maildir %s" % arguments.maildir
+    if arguments.mbox:
+        return "appending each message to the mbox %s" % arguments.mbox
+    if arguments.relay:
+        return "relaying each message to %s" % arguments.relay
+    if arguments.destination == "sink":
+        return "discarding every message"
+    return "printing each message to standard output"
+
+
+def describe_address(server: SMTPServer) -> str:
+    address: Any = server.server_address      # a path or (host, port, ...)
+    if server.address_family == socket.AF_UNIX:
+        return "the Unix socket %s" % (address,)
+    host, port = address[:2]
+    if host in ("::", "0.0.0.0"):
+        return "all addresses, port %d" % port
+    if ":" in host:
+        return "[%s]:%d" % (host, port)
+    return "%s:%d" % (host, port)
+
+
+def announce(server: SMTPServer, arguments: argparse.Namespace) -> None:
+    """The start-up line on standard error: where it listens, where mail goes, how to stop."""
+    settings = server.settings
+    protocol = "LMTP" if settings.lmtp else "SMTP"
+    if settings.implicit_tls:
+        protocol += " over TLS"
+    elif settings.tls_context is not None:
+        protocol += " with STARTTLS"
+    extras = [protocol]
+    if arguments.rule:
+        extras.append("%d failure rule%s" % (len(arguments.rule), "s"[len(arguments.rule) == 1:]))
+    if arguments.workers > 1:
+        extras.append("%d workers" % arguments.workers)
+    print("smtpd_lite %s listening on %s (%s), %s; stop with Ctrl-C or SIGTERM"
+          % (__version__, describe_address(server), ", ".join(extras),
+             describe_destination(arguments)), file=sys.stderr, flush=True)
 
 
 def add_security_options(parser: argparse.ArgumentParser, arguments: argparse.Namespace,

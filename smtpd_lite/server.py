@@ -376,10 +376,15 @@ def serve(addr: Address, handler: callbacks.Handler, appname: str = "smtpd",
         address = parse_address(addr)
     with SMTPServer(address, handler, appname=appname, hostname=hostname, **options) as server:
         logger.info("smtpd_lite listening on %s", server.server_address)
-        if workers > 1:
-            serve_workers(server.socket, workers, lambda index: _run_worker(server, index))
-        else:
-            run_until_signalled(server)
+        run_server(server, workers)
+
+
+def run_server(server: SMTPServer, workers: int = 1) -> None:
+    """Serve with ``server`` (bound) until SIGINT or SIGTERM, in ``workers`` processes."""
+    if workers > 1:
+        serve_workers(server.socket, workers, lambda index: _run_worker(server, index))
+    else:
+        run_until_signalled(server)
 
 
 def _run_worker(server: SMTPServer, index: int) -> None:

@@ -859,6 +859,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
     def deliver(self, sink: IO[bytes]) -> None:
         """Call the message handler and answer for it (once per recipient in LMTP)."""
         data: bytes | IO[bytes]
+        size = sink.tell()              # the assembler wrote it all, Received: included
         if isinstance(sink, io.BytesIO):
             data = sink.getvalue()      # no copy: BytesIO hands over its buffer
             sink.close()
@@ -866,6 +867,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             sink.seek(0)
             data = sink
         queue_id = self.queue_id        # the transaction is reset before we answer
+        mailfrom = self.mailfrom
         queued = replies.QUEUED.format(queue_id=queue_id)
         extras = self.extras_for(self.server.handler_extras)
         rcpttos = self.rcpttos
@@ -879,7 +881,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             watch = self.server.watchdog.watch(
                 self.settings.handler_timeout, lambda: self._handler_overdue(answers))
         try:
-            result = self.server.handler(self.peer, self.mailfrom, list(rcpttos), data, **extras)
+            result = self.server.handler(self.peer, mailfrom, list(rcpttos), data, **extras)
         except replies.SMTPError as error:
             result = error
         except Exception:
@@ -898,12 +900,17 @@ class SMTPSession(socketserver.StreamRequestHandler):
                          "possible duplicate (queue id %s)", result, queue_id)
             return
         if not self.settings.lmtp:
-            self.reply(callbacks.result_reply(result, queued, "message handler"))
-            return
-        # RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
-        for rcptto in rcpttos:
-            outcome = result.get(rcptto) if isinstance(result, dict) else result
-            self.reply(callbacks.result_reply(outcome, queued, "message handler"))
+            answered = [callbacks.result_reply(result, queued, "message handler")]
+        else:       # RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
+            answered = [callbacks.result_reply(result.get(rcptto) if isinstance(result, dict)
+                                               else result, queued, "message handler")
+                        for rcptto in rcpttos]
+        if logger.isEnabledFor(logging.INFO):   # the hot path formats nothing it need not
+            logger.info("%s: client=%s from=<%s> to=<%s> size=%d reply=%s", queue_id,
+                        _format_peer(self.peer), mailfrom, ">,<".join(rcpttos), size,
+                        " / ".join(answered))
+        for text in answered:
+            self.reply(text)
 
     def _handler_overdue(self, answers: int) -> None:
         """Watchdog thread: answer 451 for a handler that is still running."""

@@ -4,10 +4,10 @@ import ssl
 import types
 
 import pytest
+from servers import capture
 from wire import RawClient
 
 import smtpd_lite
-from smtpd_lite.testing import capture
 
 
 @pytest.fixture

@@ -19,11 +19,11 @@ import time
 
 import pytest
 from processes import proc_status
+from servers import capture
 from wire import SMUGGLING, RawClient
 
 from smtpd_lite import SMTPError, replies
 from smtpd_lite.session import SMTPSession
-from smtpd_lite.testing import capture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENVELOPE = b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"

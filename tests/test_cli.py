@@ -2,6 +2,7 @@
 
 import mailbox
 import os
+import re
 import signal
 import smtplib
 import socket
@@ -19,10 +20,11 @@ from processes import (
     proc_status,
     smtpd_lite_command,
     start_cli,
+    wait_until,
 )
+from servers import capture
 
 from smtpd_lite import SMTPError
-from smtpd_lite.testing import capture
 
 STDLIB_PYTHON = "python3.11"
 MESSAGE = "From: a@example.com\r\nSubject: cli\r\n\r\nFrom the command line\r\n.dot\r\n"
@@ -439,3 +441,103 @@ def test_main_is_importable_without_side_effects():
     result = subprocess.run([sys.executable, "-c", "import smtpd_lite.__main__"],
                             capture_output=True, env=environment(), timeout=30)
     assert result.returncode == 0 and result.stdout == b""
+
+
+# -- what the command line says ----------------------------------------------------------
+
+
+def stderr_text(server, contains, timeout=10):
+    """Standard error so far, once it contains ``contains`` (or after ``timeout``)."""
+    wait_until(lambda: contains in "".join(server.stderr), timeout)
+    return "".join(server.stderr)
+
+
+def test_the_start_up_line_says_where_it_listens_where_mail_goes_and_how_to_stop():
+    port = free_port()
+    started = time.monotonic()
+    server = ServerProcess(smtpd_lite_command("127.0.0.1:%d" % port))
+    try:
+        wait_until(lambda: server.stderr, timeout=10)
+        elapsed = time.monotonic() - started
+        (line,) = "".join(server.stderr).splitlines()
+    finally:
+        server.close()
+    assert "listening on 127.0.0.1:%d" % port in line
+    assert "printing each message to standard output" in line
+    assert "Ctrl-C" in line
+    assert elapsed < 5          # under a second on an idle machine; the margin is for CI load
+
+
+def test_the_start_up_line_names_the_destination_and_tls(cli, tmp_path, certificates):
+    server, port = cli("--maildir", str(tmp_path / "box"), "--tls-cert", certificates.certfile,
+                       "--tls-key", certificates.keyfile)
+    line = stderr_text(server, "listening")
+    assert "SMTP with STARTTLS" in line
+    assert "Maildir %s" % (tmp_path / "box") in line
+
+
+def test_verbose_logs_one_line_per_message_with_its_reply(cli):
+    server, port = cli("-v", "--sink")
+    send(port, recipients=["b@example.com", "c@example.com"])
+    text = stderr_text(server, "reply=")
+    (line,) = [line for line in text.splitlines() if "reply=" in line]
+    assert re.search(r"INFO [0-9A-F]{16}: client=127\.0\.0\.1:\d+ from=<a@example\.com> "
+                     r"to=<b@example\.com>,<c@example\.com> size=\d+ "
+                     r"reply=250 2\.0\.0 OK: queued as [0-9A-F]{16}$", line), line
+
+
+def test_verbose_logs_a_relay_failure(cli):
+    dead = free_port()
+    server, port = cli("-v", "--relay", "127.0.0.1:%d" % dead)
+    assert "is not reachable now" in stderr_text(server, "is not reachable now")
+    with pytest.raises(smtplib.SMTPDataError):
+        send(port)
+    assert "reply=451 4.4.1" in stderr_text(server, "reply=451")
+
+
+def test_double_verbose_traces_the_protocol(cli):
+    server, port = cli("-vv", "--sink")
+    send(port)
+    text = stderr_text(server, "> 221")
+    assert "< b'mail from:<a@example.com>" in text.lower()     # smtplib's case
+    assert "> 221 2.0.0" in text
+
+
+@pytest.mark.parametrize("flag, path, says", [
+    ("--mbox", "/nonexistent/dir/box", "the directory /nonexistent/dir does not exist"),
+    ("--mbox", "/proc/self", "cannot be written"),
+    ("--maildir", "/proc/box", "cannot be written"),
+])
+def test_a_destination_that_cannot_take_mail_stops_the_start(flag, path, says):
+    result = run(flag, path, "127.0.0.1:%d" % free_port())
+    assert result.returncode != 0
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("smtpd_lite: %s %s: %s" % (flag, path, says)), line
+
+
+def test_help_names_flags_not_keywords():
+    text = run("--help").stdout
+    for keyword in ("tls_context", "trusted_proxies", "auth_handler", "do not:"):
+        assert keyword not in text
+    assert "Do not prepend a Received: header" in text
+
+
+def test_rules_from_the_command_line(cli):
+    server, port = cli("--sink", "--rule", "rcpt:bounce@*=550 5.1.1 No such user",
+                       "--rule", "data:*=451 4.3.0 Try later;times=1",
+                       "--rule", "mail:drop@*=drop")
+    with pytest.raises(smtplib.SMTPDataError) as first:
+        send(port, recipients=["bounce@example.com", "b@example.com"])
+    assert first.value.smtp_code == 451
+    assert send(port, recipients=["bounce@example.com", "b@example.com"]) == {
+        "bounce@example.com": (550, b"5.1.1 No such user")}
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        send(port, sender="drop@example.com")
+    send(port)
+    assert "3 failure rules" in stderr_text(server, "3 failure rules")
+
+
+def test_a_malformed_rule_is_a_usage_error():
+    result = run("--rule", "rcpt:x=250 fine")
+    assert result.returncode == 2
+    assert "--rule" in result.stderr

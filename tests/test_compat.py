@@ -20,9 +20,9 @@ import time
 
 import pytest
 from processes import ServerProcess
+from servers import capture
 
 from smtpd_lite import SMTPError, compat
-from smtpd_lite.testing import capture
 
 STDLIB_PYTHON = shutil.which("python3.11")
 

@@ -12,9 +12,9 @@ import threading
 import time
 
 import pytest
+from servers import capture
 
 from smtpd_lite import SMTPError, delivery
-from smtpd_lite.testing import capture
 
 MESSAGE = b"From: a@example.com\r\nSubject: stored\r\n\r\nFrom here on\r\n.dot\r\nend\r\n"
 

@@ -8,10 +8,10 @@ import threading
 import time
 
 import pytest
+from servers import capture
 from wire import RawClient
 
 from smtpd_lite import SMTPError, SMTPServer
-from smtpd_lite.testing import capture
 
 
 def ready(mail, *envelope):

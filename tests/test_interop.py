@@ -27,9 +27,9 @@ import time
 import clients
 import pytest
 from processes import ServerProcess, environment, smtpd_lite_command, start_cli
+from servers import capture
 
 import smtpd_lite
-from smtpd_lite.testing import capture
 
 SWAKS = clients.program("swaks")
 CURL = clients.program("curl")

@@ -20,11 +20,11 @@ from processes import (
     wait_for_port,
     wait_until,
 )
+from servers import capture
 from wire import RawClient
 
 from smtpd_lite import SMTPServer
 from smtpd_lite.session import SMTPSession
-from smtpd_lite.testing import capture
 
 procstat = bench_module("procstat")
 

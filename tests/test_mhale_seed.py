@@ -14,10 +14,10 @@ import hashlib
 import hmac
 
 import pytest
+from servers import capture
 from wire import RawClient
 
 from smtpd_lite import SMTPServer
-from smtpd_lite.testing import capture
 
 
 def auth_handler(peer, mechanism, username, password, shared):

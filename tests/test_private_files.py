@@ -7,8 +7,7 @@ import stat
 
 import pytest
 from processes import start_cli
-
-from smtpd_lite.testing import capture
+from servers import capture
 
 MESSAGE = "From: a@example.com\r\nSubject: private\r\n\r\npersonal\r\n"
 

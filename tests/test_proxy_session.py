@@ -12,10 +12,10 @@ import time
 
 import pytest
 from processes import free_port, wait_for_port
+from servers import capture
 from wire import RawClient
 
 from smtpd_lite import SMTPServer
-from smtpd_lite.testing import capture
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 

@@ -15,10 +15,10 @@ import warnings
 
 import pytest
 from processes import free_port
+from servers import capture
 
 from smtpd_lite import SMTPError, delivery
 from smtpd_lite.relay import NextHop, relay_tls_context
-from smtpd_lite.testing import capture
 
 USER = "relay@example.org"
 PASSWORD = "pa:ss wörd"

@@ -7,8 +7,7 @@ import subprocess
 import clients
 import pytest
 from processes import ServerProcess, environment, free_port, smtpd_lite_command, start_cli
-
-from smtpd_lite.testing import capture
+from servers import capture
 
 USER = "app@example.org"
 PASSWORD = "s3cret:with colon"

@@ -31,10 +31,10 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from servers import capture
 from wire import RawClient
 
 from smtpd_lite import replies
-from smtpd_lite.testing import capture
 
 MAX_SIZE = 3000
 MAX_RECIPIENTS = 5

@@ -13,11 +13,11 @@ import time
 
 import pytest
 from processes import free_port, wait_for_port
+from servers import capture
 from wire import RawClient
 
 import smtpd_lite
 from smtpd_lite.session import SMTPSession
-from smtpd_lite.testing import capture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USERS = {"alice": "wonderland", "bob": "builder"}

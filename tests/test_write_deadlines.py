@@ -6,9 +6,8 @@ import threading
 import time
 
 import pytest
+from servers import capture
 from wire import RawClient
-
-from smtpd_lite.testing import capture
 
 LOCAL_ERROR = "451 4.3.0 Error: local error in processing"
 
