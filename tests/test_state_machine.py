@@ -255,9 +255,11 @@ class Session:
         if not last:
             self.chunks = chunks
             return wire, replies.CHUNK_RECEIVED.format(size=len(chunk))
-        self.delivered.append((self.mailfrom, list(self.rcpttos), chunks))
+        error = None if self.body == "BINARYMIME" else content_error(chunks)
+        if error is None:
+            self.delivered.append((self.mailfrom, list(self.rcpttos), chunks))
         self.reset()
-        return wire, QUEUED
+        return wire, error or QUEUED
 
     def simple(self, verb, argument):
         wire = (verb + (" " + argument if argument else "")).encode() + b"\r\n"
@@ -346,6 +348,21 @@ class Session:
             self.delivered.append((self.mailfrom, list(self.rcpttos), content))
         self.reset()
         return wire + b".\r\n", errors or QUEUED
+
+
+def content_error(content):
+    """The refusal BDAT content without BODY=BINARYMIME gets at LAST, or None.
+
+    It is still lines (RFC 3030 §3): bare CR or LF, and lines over 1000
+    octets with their CRLF (an unfinished last line counts as ended).
+    """
+    crlf = content.count(b"\r\n")
+    if content.count(b"\r") != crlf or content.count(b"\n") != crlf:
+        return replies.BARE_EOL
+    *lines, last = content.split(b"\n")
+    if any(len(line) + 1 > 1000 for line in lines) or len(last) >= 1000:
+        return replies.DATA_LINE_TOO_LONG
+    return None
 
 
 # -- the machine --------------------------------------------------------------------
