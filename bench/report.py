@@ -137,7 +137,7 @@ def render(results, scenarios, servers, meta, titles):
             first = False
     if any(server.key.startswith("lite") for server in servers):
         lines.append("")
-        lines.append("Targets of issue 7 (smtpd_lite against aiosmtpd, same run):")
+        lines.append("Targets (smtpd_lite against aiosmtpd, same run):")
         lines.append("")
         lines.append("| target | measured | result |")
         lines.append("|---|---|---|")

@@ -293,7 +293,7 @@ class SMTPServer(socketserver.ThreadingTCPServer):
             self._sessions_changed.notify_all()
 
     def server_close(self) -> None:
-        """Close the listener and drain the sessions (design.md §5).
+        """Close the listener and drain the sessions.
 
         Sessions waiting for a command get ``421 4.3.2`` at once; sessions
         receiving a message or inside the handler may finish within

@@ -853,7 +853,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
     # -- delivery -------------------------------------------------------------
 
     def extras_for(self, names: frozenset[str]) -> dict[str, Any]:
-        """The keyword extras (design.md §2) a callback accepts, from this session."""
+        """The keyword extras (queue_id, helo, tls, ...) a callback accepts, from this session."""
         return {name: getattr(self, name) for name in names}
 
     def deliver(self, sink: IO[bytes]) -> None:

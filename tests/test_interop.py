@@ -1,4 +1,4 @@
-"""Interoperability with real mail clients (issue 8).
+"""Interoperability with real mail clients.
 
 swaks, curl, msmtp, Postfix's smtp-source and Python's smtplib each talk to a
 live server on 127.0.0.1, and each test checks what the handler received:

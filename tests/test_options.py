@@ -1,4 +1,4 @@
-"""The options table: defaults from design.md and validation."""
+"""The options table: its defaults and validation."""
 
 import pytest
 
