@@ -4,8 +4,12 @@ Each test drives a real server with a real client; the next hop, where
 there is one, is a raw socket that misbehaves on purpose.
 """
 
+import contextlib
 import os
 import smtplib
+import socket
+import threading
+import time
 
 import pytest
 
@@ -58,3 +62,118 @@ def test_an_mbox_that_is_a_fifo_is_refused_without_hanging(tmp_path):
         assert server.messages == []
     with pytest.raises(OSError, match="not a regular file"):
         delivery.MboxDelivery(str(path))
+
+
+# -- a next hop that misbehaves ---------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fake_next_hop(script):
+    """A raw next hop on 127.0.0.1: ``script(connection, lines)`` talks to each client.
+
+    ``lines`` yields the client's lines (bytes, CRLF stripped); the script
+    writes whatever it likes.  Connections are served one after the other.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def lines(connection):
+        reader = connection.makefile("rb")
+        for line in reader:
+            yield line.rstrip(b"\r\n")
+
+    def serve():
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except socket.timeout:
+                continue
+            with connection:
+                connection.settimeout(30)
+                with contextlib.suppress(OSError):
+                    script(connection, lines(connection))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(40)
+        listener.close()
+
+
+def until(lines, prefix):
+    """Read client lines until one starts with ``prefix``."""
+    for line in lines:
+        if line.upper().startswith(prefix):
+            return line
+    raise OSError("client gone")
+
+
+def trickling(connection, lines):
+    """Greets and answers EHLO, then answers MAIL one byte every 0.3 s, forever."""
+    connection.sendall(b"220 slow.example ESMTP\r\n")
+    until(lines, b"EHLO")
+    connection.sendall(b"250 slow.example\r\n")
+    until(lines, b"MAIL")
+    for _ in range(400):
+        connection.sendall(b"2")
+        time.sleep(0.3)
+
+
+def endless_reply(sent):
+    """Answers EHLO with a multi-line reply that never ends; counts into ``sent``."""
+    def script(connection, lines):
+        connection.sendall(b"220 chatty.example ESMTP\r\n")
+        until(lines, b"EHLO")
+        line = b"250-" + b"x" * 500 + b"\r\n"
+        for _ in range(200000):             # 100 MB
+            connection.sendall(line)
+            sent.append(1)
+    return script
+
+
+def long_refusal(connection, lines):
+    """Refuses RCPT with 20 lines of 500 characters: 10 kB, too long for one reply line."""
+    connection.sendall(b"220 verbose.example ESMTP\r\n")
+    until(lines, b"EHLO")
+    connection.sendall(b"250 verbose.example\r\n")
+    until(lines, b"MAIL")
+    connection.sendall(b"250 ok\r\n")
+    until(lines, b"RCPT")
+    connection.sendall((b"550-5.1.1 " + b"no " * 160 + b"\r\n") * 19)
+    connection.sendall(b"550 5.1.1 " + b"no " * 160 + b"\r\n")
+    for _ in lines:                         # RSET, QUIT
+        connection.sendall(b"250 ok\r\n")
+
+
+def test_a_next_hop_that_trickles_cannot_hold_our_client(caplog):
+    with fake_next_hop(trickling) as port, \
+            capture(delivery.RelayDelivery("127.0.0.1", port, timeout=1, tls="off")) as server:
+        started = time.monotonic()
+        assert refused(server.port) == "451 4.4.2 Error: relay host too slow"
+        assert time.monotonic() - started < 15
+        assert server.messages == []
+
+
+def test_a_reply_that_never_ends_is_cut_off():
+    sent = []
+    with fake_next_hop(endless_reply(sent)) as port, \
+            capture(delivery.RelayDelivery("127.0.0.1", port, timeout=5, tls="off")) as server:
+        assert refused(server.port) == "451 4.4.1 Error: relay host unavailable"
+        assert server.messages == []
+    assert len(sent) < 10000            # not read to the end, nor held in memory
+
+
+def test_a_refusal_too_long_for_a_reply_line_is_shortened():
+    with fake_next_hop(long_refusal) as port, \
+            capture(delivery.RelayDelivery("127.0.0.1", port, timeout=5, tls="off")) as server:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+            with pytest.raises(smtplib.SMTPDataError) as caught:
+                client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+            code, text = caught.value.smtp_code, caught.value.smtp_error
+            assert client.noop()[0] == 250
+        assert code == 550 and text.startswith(b"5.1.1 no no ")
+        assert len(b"550 " + text + b"\r\n") <= 512      # RFC 5321 4.5.3.1.5
