@@ -135,6 +135,13 @@ class NextHop:
             _send(client, mailfrom, rcpttos, data, mail_params or {}, rcpt_params or {})
         except SMTPError:
             raise
+        except (smtplib.SMTPConnectError, smtplib.SMTPHeloError) as error:
+            # The host refused us, not the message: another try may work.
+            if error.smtp_code == 421:
+                raise _refusal(error.smtp_code, error.smtp_error) from None
+            logger.warning("relay: %s refused to talk to us: %d %s", self.name,
+                           error.smtp_code, _one_line(error.smtp_error))
+            raise SMTPError(*UNAVAILABLE) from None
         except smtplib.SMTPResponseException as error:
             raise _refusal(error.smtp_code, error.smtp_error) from None
         except ssl.SSLError as error:       # the handshake, the certificate or the name
@@ -202,9 +209,8 @@ class NextHop:
                     break
                 reply = client.docmd(_base64(answer))
         if reply[0] != 235:
-            text = reply[1].decode("utf-8", "replace")
             logger.error("relay: %s refused the login of user %r with AUTH %s: %d %s",
-                         self.name, self.username, mechanism, reply[0], " ".join(text.split()))
+                         self.name, self.username, mechanism, reply[0], _one_line(reply[1]))
             raise SMTPError(*LOGIN_FAILED)
 
 
@@ -369,9 +375,7 @@ def _refusal(code: int, text: bytes | str) -> SMTPError:
     Its ``421`` becomes ``451``: the next hop is closing its connection,
     not ours, and our client's session goes on (RFC 5321 §3.8).
     """
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    text = " ".join(text.split())[:MAX_PASSED_TEXT]
+    text = _one_line(text)[:MAX_PASSED_TEXT]
     if code == 421:
         first = text.partition(" ")[0]
         enhanced = first if is_enhanced_code(first) and first[0] == "4" else CLOSING[2]
@@ -382,6 +386,13 @@ def _refusal(code: int, text: bytes | str) -> SMTPError:
     if is_enhanced_code(first) and first[0] == str(code)[0]:
         return SMTPError(code, rest or "Error: refused by relay host", first)
     return SMTPError(code, text or "Error: refused by relay host")
+
+
+def _one_line(text: bytes | str) -> str:
+    """A reply's text (its lines joined, runs of white space as one space)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return " ".join(text.split())
 
 
 def _quit(client: smtplib.SMTP) -> None:

@@ -177,3 +177,51 @@ def test_a_refusal_too_long_for_a_reply_line_is_shortened():
             assert client.noop()[0] == 250
         assert code == 550 and text.startswith(b"5.1.1 no no ")
         assert len(b"550 " + text + b"\r\n") <= 512      # RFC 5321 4.5.3.1.5
+
+
+def refusing_starttls(connection, lines):
+    """Offers STARTTLS, refuses it with 454, and would then take the message in plain text."""
+    connection.sendall(b"220 mitm.example ESMTP\r\n")
+    until(lines, b"EHLO")
+    connection.sendall(b"250-mitm.example\r\n250 STARTTLS\r\n")
+    until(lines, b"STARTTLS")
+    connection.sendall(b"454 4.7.0 TLS not available due to temporary reason\r\n")
+    for line in lines:
+        if line.upper() == b"DATA":
+            connection.sendall(b"354 go on\r\n")
+            until(lines, b".")
+        connection.sendall(b"250 ok\r\n")
+
+
+def test_a_refused_starttls_is_not_a_reason_to_send_in_plain_text():
+    with fake_next_hop(refusing_starttls) as port, \
+            capture(delivery.RelayDelivery("127.0.0.1", port, timeout=5)) as server:
+        assert refused(server.port) == "451 4.7.5 Error: TLS with the relay host failed"
+        assert server.messages == []
+
+
+def greeting(reply):
+    """A next hop that greets with ``reply`` (a whole line) and answers 250 to the rest."""
+    def script(connection, lines):
+        connection.sendall(reply)
+        for _ in lines:
+            connection.sendall(b"250 ok\r\n")
+    return script
+
+
+def helo_refused(connection, lines):
+    """Refuses both EHLO and HELO, as a host that will not talk to us."""
+    connection.sendall(b"220 grumpy.example ESMTP\r\n")
+    for _ in lines:
+        connection.sendall(b"550 5.7.1 go away\r\n")
+
+
+@pytest.mark.parametrize("script", [greeting(b"554 5.3.2 no service here\r\n"), helo_refused],
+                         ids=["554 greeting", "EHLO and HELO refused"])
+def test_a_next_hop_that_will_not_talk_is_temporary(script):
+    # The host refused us, not the message: another try (or another
+    # smarthost) may take it, so the client must not bounce it.
+    with fake_next_hop(script) as port, \
+            capture(delivery.RelayDelivery("127.0.0.1", port, timeout=5, tls="off")) as server:
+        assert refused(server.port) == "451 4.4.1 Error: relay host unavailable"
+        assert server.messages == []
