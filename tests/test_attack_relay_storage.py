@@ -225,3 +225,46 @@ def test_a_next_hop_that_will_not_talk_is_temporary(script):
             capture(delivery.RelayDelivery("127.0.0.1", port, timeout=5, tls="off")) as server:
         assert refused(server.port) == "451 4.4.1 Error: relay host unavailable"
         assert server.messages == []
+
+
+def scripted(*steps):
+    """A next hop following ``steps``: (what to wait for, what to send, or None to hang up)."""
+    def script(connection, lines):
+        connection.sendall(b"220 scripted.example ESMTP\r\n")
+        for wait, answer in steps:
+            until(lines, wait)
+            if answer is None:
+                return
+            connection.sendall(answer)
+        for _ in lines:
+            connection.sendall(b"250 ok\r\n")
+    return script
+
+
+EHLO = (b"EHLO", b"250 scripted.example\r\n")
+MISBEHAVING = {
+    "closes after RCPT": scripted(EHLO, (b"MAIL", b"250 ok\r\n"), (b"RCPT", None)),
+    "421 mid-DATA": scripted(EHLO, (b"MAIL", b"250 ok\r\n"), (b"RCPT", b"250 ok\r\n"),
+                             (b"DATA", b"354 go on\r\n"), (b"SUBJECT", b"421 4.3.2 bye\r\n"),
+                             (b"", None)),
+    "never answers DATA": scripted(EHLO, (b"MAIL", b"250 ok\r\n"), (b"RCPT", b"250 ok\r\n"),
+                                   (b"DATA", b"354 go on\r\n"), (b".", b""), (b"QUIT", None)),
+    "garbage for STARTTLS": scripted((b"EHLO", b"250-scripted.example\r\n250 STARTTLS\r\n"),
+                                     (b"STARTTLS", b"220 go\r\n\x16\x03\x01garbage\r\n")),
+    "not SMTP": scripted((b"EHLO", b"HTTP/1.1 400 Bad Request\r\n")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MISBEHAVING))
+def test_a_misbehaving_next_hop_is_a_4xx_without_internals(name, caplog):
+    with fake_next_hop(MISBEHAVING[name]) as port, \
+            capture(delivery.RelayDelivery("127.0.0.1", port, timeout=2)) as server:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+            for _ in range(2):                  # the session stays in step
+                with pytest.raises(smtplib.SMTPDataError) as caught:
+                    client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+                code, text = caught.value.smtp_code, caught.value.smtp_error.decode()
+                assert 400 <= code < 500 and code != 421, (code, text)
+                assert "relay host" in text and not any(
+                    word in text.lower() for word in ("errno", "ssl", "exception", "_ssl.c")), text
+        assert server.messages == []
