@@ -54,6 +54,22 @@ def test_an_mbox_replaced_by_a_symlink_is_never_written_through(tmp_path):
     assert target.read_bytes() == original
 
 
+def test_an_mbox_that_is_a_hard_link_to_another_file_is_refused(tmp_path):
+    target = tmp_path / "passwd"
+    original = b"root:x:0:0:root:/root:/bin/bash\n"
+    target.write_bytes(original)
+    path = tmp_path / "mail.mbox"
+    os.link(target, path)
+    with pytest.raises(OSError, match="hard links"):
+        delivery.MboxDelivery(str(path))
+    path.unlink()
+    with capture(delivery.MboxDelivery(str(path))) as server:
+        os.link(target, path)           # made after the start
+        assert refused(server.port).startswith("451 ")
+        assert server.messages == []
+    assert target.read_bytes() == original
+
+
 def test_an_mbox_that_is_a_fifo_is_refused_without_hanging(tmp_path):
     path = tmp_path / "mail.mbox"
     with capture(delivery.MboxDelivery(str(path))) as server:
