@@ -142,8 +142,9 @@ class MboxDelivery:
     final blank line is ended first, so every message that got a 250 is a
     message of its own for any mbox reader.  A new mbox file is created
     mode 0600; an existing one keeps its mode.  The mbox must be a regular
-    file: a symbolic link (which whoever can write to its folder could point
-    at ``/etc/passwd``), a FIFO or a device is refused at start (OSError)
+    file with one name: a symbolic or hard link (which whoever can write to
+    its folder could make to ``/etc/passwd``), a FIFO or a device is refused
+    at start (OSError)
     and, should one replace the file later, at each message (``451``).
     """
 
@@ -153,7 +154,7 @@ class MboxDelivery:
         self.path = os.path.abspath(path)
         self._lock = threading.Lock()   # lockf does not exclude threads of one process
         try:
-            _check_regular(self.path, os.lstat(self.path).st_mode)
+            _check_regular(self.path, os.lstat(self.path))
         except FileNotFoundError:
             pass
 
@@ -165,7 +166,7 @@ class MboxDelivery:
             descriptor = open_private(self.path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW
                                       | os.O_NONBLOCK)
             try:
-                _check_regular(self.path, os.fstat(descriptor).st_mode)
+                _check_regular(self.path, os.fstat(descriptor))
                 fcntl.lockf(descriptor, fcntl.LOCK_EX)
                 try:
                     _append_to_mbox(descriptor, entry)
@@ -227,12 +228,15 @@ def relay(host: str, port: int, mailfrom: str, rcpttos: Sequence[str], data: byt
         mailfrom, rcpttos, data, mail_params=mail_params, rcpt_params=rcpt_params)
 
 
-def _check_regular(path: str, mode: int) -> None:
-    """OSError unless ``mode`` (from lstat or fstat) is a regular file's."""
-    if stat.S_ISLNK(mode):
+def _check_regular(path: str, status: os.stat_result) -> None:
+    """OSError unless ``status`` (lstat or fstat) is a regular file's with one name."""
+    if stat.S_ISLNK(status.st_mode):
         raise OSError("%s is a symbolic link; give the mbox's real path" % path)
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(status.st_mode):
         raise OSError("%s is not a regular file" % path)
+    if status.st_nlink > 1:     # a hard link to another file: as dangerous as a symlink
+        raise OSError("%s has %d hard links; the mbox must have one name"
+                      % (path, status.st_nlink))
 
 
 def _fsync_directory(path: str) -> None:
