@@ -153,6 +153,7 @@ class MboxDelivery:
             raise OSError("mbox delivery needs fcntl (a POSIX system)")
         self.path = os.path.abspath(path)
         self._lock = threading.Lock()   # lockf does not exclude threads of one process
+        self._synced: tuple[int, int] | None = None   # the file whose name is on disk
         try:
             _check_regular(self.path, os.lstat(self.path))
         except FileNotFoundError:
@@ -166,12 +167,18 @@ class MboxDelivery:
             descriptor = open_private(self.path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW
                                       | os.O_NONBLOCK)
             try:
-                _check_regular(self.path, os.fstat(descriptor))
+                status = os.fstat(descriptor)
+                _check_regular(self.path, status)
                 fcntl.lockf(descriptor, fcntl.LOCK_EX)
                 try:
                     _append_to_mbox(descriptor, entry)
                 finally:
                     fcntl.lockf(descriptor, fcntl.LOCK_UN)
+                if self._synced != (status.st_dev, status.st_ino):
+                    # A new mbox (or one a reader removed and we made again)
+                    # survives a crash only once its folder is on disk too.
+                    _fsync_directory(os.path.dirname(self.path))
+                    self._synced = (status.st_dev, status.st_ino)
             finally:
                 os.close(descriptor)
 

@@ -6,12 +6,16 @@ there is one, is a raw socket that misbehaves on purpose.
 
 import contextlib
 import os
+import re
+import shutil
 import smtplib
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
+from processes import start_cli
 
 from smtpd_lite import delivery
 from smtpd_lite.testing import capture
@@ -284,3 +288,40 @@ def test_a_misbehaving_next_hop_is_a_4xx_without_internals(name, caplog):
                 assert "relay host" in text and not any(
                     word in text.lower() for word in ("errno", "ssl", "exception", "_ssl.c")), text
         assert server.messages == []
+
+
+# -- durability of a new mbox -------------------------------------------------------
+
+
+def traced_syscalls(pid, action, tmp_path):
+    """The openat and fsync calls of process ``pid`` (all its threads) during ``action()``."""
+    out = tmp_path / "strace.out"
+    tracer = subprocess.Popen(["strace", "-f", "-p", str(pid), "-e", "trace=openat,fsync",
+                               "-o", str(out)], stderr=subprocess.PIPE)
+    try:
+        assert tracer.stderr.readline()         # "attached": from here on it is traced
+        time.sleep(0.5)                         # every thread of the process
+        action()
+    finally:
+        tracer.terminate()                      # detaches, the server goes on
+        tracer.wait(10)
+    return out.read_text()
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_a_new_mbox_has_its_folder_synced_before_the_250(tmp_path):
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    path = folder / "new.mbox"
+    server, port = start_cli("--mbox", str(path))
+    try:
+        def deliver():
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+        trace = traced_syscalls(server.process.pid, deliver, tmp_path)
+    finally:
+        assert server.stop() == 0
+    opened = re.findall(r'openat\(AT_FDCWD, "%s", O_RDONLY[^)]*\) = (\d+)' % re.escape(
+        str(folder)), trace)
+    synced = re.findall(r"fsync\((\d+)\)\s*= 0", trace)
+    assert opened and set(opened) & set(synced), trace
