@@ -22,7 +22,7 @@ import threading
 from typing import Any, Container, Mapping, Sequence
 
 from .grammar import Params
-from .replies import SMTPError, is_enhanced_code
+from .replies import SMTPError, is_enhanced_code, sanitize_text
 
 logger = logging.getLogger("smtpd_lite")
 
@@ -389,10 +389,14 @@ def _refusal(code: int, text: bytes | str) -> SMTPError:
 
 
 def _one_line(text: bytes | str) -> str:
-    """A reply's text (its lines joined, runs of white space as one space)."""
+    """A reply's text as one line of printable ASCII, for the log and our reply.
+
+    A next hop's escape sequences must not reach the terminal the log is
+    read on.
+    """
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    return " ".join(text.split())
+    return " ".join(sanitize_text(text).split())
 
 
 def _quit(client: smtplib.SMTP) -> None:

@@ -229,6 +229,16 @@ def greeting(reply):
     return script
 
 
+def test_what_a_next_hop_says_reaches_the_log_without_control_characters(caplog):
+    script = greeting(b"554 5.3.2 \x1b]0;owned\x07\x1b[2Jno service\r\n")
+    with fake_next_hop(script) as port, \
+            capture(delivery.RelayDelivery("127.0.0.1", port, timeout=5, tls="off")) as server:
+        refused(server.port)
+    logged = [record.getMessage() for record in caplog.records if "no service" in
+              record.getMessage()]
+    assert logged and not any("\x1b" in text or "\x07" in text for text in logged), logged
+
+
 def helo_refused(connection, lines):
     """Refuses both EHLO and HELO, as a host that will not talk to us."""
     connection.sendall(b"220 grumpy.example ESMTP\r\n")
