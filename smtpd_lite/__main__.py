@@ -456,17 +456,34 @@ def make_relay(parser: argparse.ArgumentParser,
 
 
 def read_relay_credentials(path: str) -> tuple[str, str]:
-    """The ``user:password`` line of --relay-auth-file, refused if others may read it."""
-    with open(path, encoding="utf-8") as stream:
-        mode = os.fstat(stream.fileno()).st_mode
+    """The ``user:password`` line of --relay-auth-file, refused if others may read it.
+
+    Also refused (ValueError, naming the file but nothing of its content): a
+    FIFO or device rather than a regular file (which would hang the start),
+    text that is not UTF-8, and a password that AUTH could never send right
+    (empty, or holding NUL).
+    """
+    # O_NONBLOCK: a FIFO opens at once, to be refused rather than waited on.
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(descriptor, "rb") as stream:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise ValueError("--relay-auth-file %s: not a regular file" % path)
         if mode & 0o077:
             raise ValueError("--relay-auth-file %s: mode %04o lets group or others read it; "
                              "chmod 600 it" % (path, stat.S_IMODE(mode)))
-        lines = [line.rstrip("\r\n") for line in stream]
+        content = stream.read()
+    try:
+        lines = [line.rstrip("\r") for line in content.decode("utf-8").split("\n")]
+    except UnicodeDecodeError:
+        raise ValueError("--relay-auth-file %s: not UTF-8" % path) from None
     entries = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if len(entries) != 1 or ":" not in entries[0] or entries[0].startswith(":"):
         raise ValueError("--relay-auth-file %s: expected one user:password line" % path)
     username, _, password = entries[0].partition(":")
+    if not password or "\0" in username + password:
+        raise ValueError("--relay-auth-file %s: empty password, or NUL in the line "
+                         "(AUTH could not send it)" % path)
     return username, password
 
 

@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import ssl
+import stat
 import sys
 import threading
 import time
@@ -140,7 +141,11 @@ class MboxDelivery:
     again, and a last message that a writer killed half-way left without its
     final blank line is ended first, so every message that got a 250 is a
     message of its own for any mbox reader.  A new mbox file is created
-    mode 0600; an existing one keeps its mode.
+    mode 0600; an existing one keeps its mode.  The mbox must be a regular
+    file with one name: a symbolic or hard link (which whoever can write to
+    its folder could make to ``/etc/passwd``), a FIFO or a device is refused
+    at start (OSError)
+    and, should one replace the file later, at each message (``451``).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -148,17 +153,32 @@ class MboxDelivery:
             raise OSError("mbox delivery needs fcntl (a POSIX system)")
         self.path = os.path.abspath(path)
         self._lock = threading.Lock()   # lockf does not exclude threads of one process
+        self._synced: tuple[int, int] | None = None   # the file whose name is on disk
+        try:
+            _check_regular(self.path, os.lstat(self.path))
+        except FileNotFoundError:
+            pass
 
     def __call__(self, peer: Peer, mailfrom: str, rcpttos: Sequence[str], data: bytes) -> None:
         entry = self.entry(mailfrom, rcpttos, data)
         with self._lock, _full_disk_is_452():
-            descriptor = open_private(self.path, os.O_RDWR | os.O_APPEND)
+            # O_NOFOLLOW: never write through a link; O_NONBLOCK: a FIFO
+            # opens at once, to be refused rather than waited on.
+            descriptor = open_private(self.path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW
+                                      | os.O_NONBLOCK)
             try:
+                status = os.fstat(descriptor)
+                _check_regular(self.path, status)
                 fcntl.lockf(descriptor, fcntl.LOCK_EX)
                 try:
                     _append_to_mbox(descriptor, entry)
                 finally:
                     fcntl.lockf(descriptor, fcntl.LOCK_UN)
+                if self._synced != (status.st_dev, status.st_ino):
+                    # A new mbox (or one a reader removed and we made again)
+                    # survives a crash only once its folder is on disk too.
+                    _fsync_directory(os.path.dirname(self.path))
+                    self._synced = (status.st_dev, status.st_ino)
             finally:
                 os.close(descriptor)
 
@@ -213,6 +233,17 @@ def relay(host: str, port: int, mailfrom: str, rcpttos: Sequence[str], data: byt
     NextHop(host, port, tls=tls, username=username, password=password,
             ssl_context=ssl_context, timeout=timeout).send(
         mailfrom, rcpttos, data, mail_params=mail_params, rcpt_params=rcpt_params)
+
+
+def _check_regular(path: str, status: os.stat_result) -> None:
+    """OSError unless ``status`` (lstat or fstat) is a regular file's with one name."""
+    if stat.S_ISLNK(status.st_mode):
+        raise OSError("%s is a symbolic link; give the mbox's real path" % path)
+    if not stat.S_ISREG(status.st_mode):
+        raise OSError("%s is not a regular file" % path)
+    if status.st_nlink > 1:     # a hard link to another file: as dangerous as a symlink
+        raise OSError("%s has %d hard links; the mbox must have one name"
+                      % (path, status.st_nlink))
 
 
 def _fsync_directory(path: str) -> None:

@@ -304,21 +304,28 @@ class CheckLimiter:
     def check(self, address: str, verify: Callable[[], bool]) -> bool:
         """``verify()`` within the limits; SMTPError ``454 4.7.0`` outside them."""
         key = _brake_key(address)
-        # "> failures - 1": the failures are forgotten continuously, a little
-        # already by the time the last one is counted.
-        if self._score(key, time.monotonic()) > self.failures - 1:
-            logger.warning("%s: too many authentication failures; refusing for now", address)
-            raise _refusal(replies.AUTH_BRAKED)
+        self._brake(key, address)
         if not _check_slots.acquire(timeout=CHECK_WAIT):
             logger.warning("%s: every password check slot busy; answering 454", address)
             raise _refusal(replies.AUTH_BUSY)
         try:
+            # Again: attempts made at the same moment all passed the brake
+            # above before any of them failed.
+            self._brake(key, address)
             verified = _check_threads().submit(verify).result()
         finally:
             _check_slots.release()
         if not verified:
             self._failed(key)
         return verified
+
+    def _brake(self, key: str, address: str) -> None:
+        """SMTPError ``454 4.7.0`` if ``key`` has failed too often lately."""
+        # "> failures - 1": the failures are forgotten continuously, a little
+        # already by the time the last one is counted.
+        if self._score(key, time.monotonic()) > self.failures - 1:
+            logger.warning("%s: too many authentication failures; refusing for now", address)
+            raise _refusal(replies.AUTH_BRAKED)
 
     def _score(self, key: str, now: float) -> float:
         """The failures still remembered for ``key`` (lock-free read of one entry)."""

@@ -13,13 +13,16 @@ tries again.  The reasons go to the log, never to the client.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import smtplib
+import socket
 import ssl
-from typing import Container, Mapping, Sequence
+import threading
+from typing import Any, Container, Mapping, Sequence
 
 from .grammar import Params
-from .replies import SMTPError, is_enhanced_code
+from .replies import SMTPError, is_enhanced_code, sanitize_text
 
 logger = logging.getLogger("smtpd_lite")
 
@@ -33,6 +36,18 @@ CLOSING = (451, "Error: relay host closed the connection", "4.4.2")
 NO_TLS = (451, "Error: relay host offers no TLS", "4.7.4")
 TLS_FAILED = (451, "Error: TLS with the relay host failed", "4.7.5")
 LOGIN_FAILED = (451, "Error: cannot log in to the relay host", "4.7.0")
+TOO_SLOW = (451, "Error: relay host too slow", "4.4.2")
+
+# A whole hand-over (connect to QUIT) takes at most this many ``timeout``s:
+# 300 s by default, well inside the 10 minutes RFC 5321 §4.5.3.2.6 gives our
+# client to wait for its reply, however slowly the next hop trickles bytes.
+DEADLINE_TIMEOUTS = 5
+# A reply of the next hop longer than this is a broken link, not a reply.
+MAX_REPLY_LINES = 100
+MAX_REPLY_LINE = 1000       # octets, RFC 5321 §4.5.3.1.5 says 512
+# What of the next hop's text is passed on, so our reply line stays within
+# the 512 octets of RFC 5321 §4.5.3.1.5.
+MAX_PASSED_TEXT = 400
 
 
 def relay_tls_context(cafile: str | None = None, insecure: bool = False) -> ssl.SSLContext:
@@ -98,13 +113,35 @@ class NextHop:
         SMTPUTF8 and the DSN parameters are passed on where the next server
         offers them.
         """
+        deadline = _Deadline(self.timeout * DEADLINE_TIMEOUTS)
+        try:
+            self._hand_over(deadline, mailfrom, rcpttos, data, mail_params, rcpt_params)
+        except SMTPError:
+            if not deadline.expired:
+                raise
+            logger.warning("relay: %s did not take the message within %g s; giving up",
+                           self.name, deadline.seconds)
+            raise SMTPError(*TOO_SLOW) from None
+        finally:
+            deadline.cancel()
+
+    def _hand_over(self, deadline: _Deadline, mailfrom: str, rcpttos: Sequence[str],
+                   data: bytes, mail_params: Params | None,
+                   rcpt_params: Mapping[str, Params] | None) -> None:
         client: smtplib.SMTP | None = None
         try:
-            client = self.connect()
+            client = self.connect(deadline)
             self.secure_and_log_in(client)
             _send(client, mailfrom, rcpttos, data, mail_params or {}, rcpt_params or {})
         except SMTPError:
             raise
+        except (smtplib.SMTPConnectError, smtplib.SMTPHeloError) as error:
+            # The host refused us, not the message: another try may work.
+            if error.smtp_code == 421:
+                raise _refusal(error.smtp_code, error.smtp_error) from None
+            logger.warning("relay: %s refused to talk to us: %d %s", self.name,
+                           error.smtp_code, _one_line(error.smtp_error))
+            raise SMTPError(*UNAVAILABLE) from None
         except smtplib.SMTPResponseException as error:
             raise _refusal(error.smtp_code, error.smtp_error) from None
         except ssl.SSLError as error:       # the handshake, the certificate or the name
@@ -117,12 +154,17 @@ class NextHop:
             if client is not None:
                 _quit(client)
 
-    def connect(self) -> smtplib.SMTP:
-        """A client past the ``220`` greeting (``SMTPConnectError`` otherwise)."""
+    def connect(self, deadline: _Deadline | None = None) -> smtplib.SMTP:
+        """A client past the ``220`` greeting (``SMTPConnectError`` otherwise).
+
+        Its replies are bounded (:data:`MAX_REPLY_LINES` lines of
+        :data:`MAX_REPLY_LINE` octets), and ``deadline`` cuts its connection
+        when it expires.
+        """
         if self.tls == "implicit":
-            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
-                                    context=self.ssl_context)
-        return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            return _TLSClient(deadline, self.host, self.port, timeout=self.timeout,
+                              context=self.ssl_context)
+        return _Client(deadline, self.host, self.port, timeout=self.timeout)
 
     def secure_and_log_in(self, client: smtplib.SMTP) -> None:
         """EHLO, then STARTTLS and EHLO again as the mode asks, then AUTH if configured."""
@@ -167,10 +209,87 @@ class NextHop:
                     break
                 reply = client.docmd(_base64(answer))
         if reply[0] != 235:
-            text = reply[1].decode("utf-8", "replace")
             logger.error("relay: %s refused the login of user %r with AUTH %s: %d %s",
-                         self.name, self.username, mechanism, reply[0], " ".join(text.split()))
+                         self.name, self.username, mechanism, reply[0], _one_line(reply[1]))
             raise SMTPError(*LOGIN_FAILED)
+
+
+class _Deadline:
+    """Shuts the watched client's connection down once ``seconds`` have passed.
+
+    Each socket operation of smtplib has its own timeout, so a next hop
+    sending one byte per timeout could otherwise keep a hand-over going
+    for ever.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self.client: smtplib.SMTP | None = None
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        self.expired = True
+        sock = self.client.sock if self.client is not None else None
+        if sock is not None:
+            # The plain socket's shutdown, under TLS too: the blocked read
+            # returns at once (an SSLSocket's own would unwrap first).
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _read_reply(client: smtplib.SMTP, deadline: _Deadline | None) -> tuple[int, bytes]:
+    """smtplib's ``getreply``, but a reply too long or too late is a lost connection."""
+    if client.sock is None:
+        raise smtplib.SMTPServerDisconnected("not connected")
+    if client.file is None:
+        client.file = client.sock.makefile("rb")
+    text: list[bytes] = []
+    for _ in range(MAX_REPLY_LINES):
+        if deadline is not None and deadline.expired:
+            break
+        try:
+            line = client.file.readline(MAX_REPLY_LINE + 1)
+        except OSError as error:
+            client.close()
+            raise smtplib.SMTPServerDisconnected("connection lost: %s" % error) from None
+        if not line:
+            client.close()
+            raise smtplib.SMTPServerDisconnected("connection closed")
+        if len(line) > MAX_REPLY_LINE:
+            break
+        text.append(line[4:].strip(b" \t\r\n"))
+        try:
+            code = int(line[:3])
+        except ValueError:
+            return -1, b"\n".join(text)
+        if line[3:4] != b"-":
+            return code, b"\n".join(text)
+    client.close()
+    raise smtplib.SMTPServerDisconnected("no reply within %d lines of %d octets, or too late"
+                                         % (MAX_REPLY_LINES, MAX_REPLY_LINE))
+
+
+class _Client(smtplib.SMTP):
+    """An SMTP client whose replies are bounded and whose connection ``deadline`` can cut."""
+
+    def __init__(self, deadline: _Deadline | None, *arguments: Any, **keywords: Any) -> None:
+        self.deadline = deadline
+        if deadline is not None:
+            deadline.client = self
+        super().__init__(*arguments, **keywords)
+
+    def getreply(self) -> tuple[int, bytes]:
+        return _read_reply(self, self.deadline)
+
+
+class _TLSClient(_Client, smtplib.SMTP_SSL):
+    """:class:`_Client` with TLS from the first byte."""
 
 
 def _base64(data: bytes) -> str:
@@ -256,9 +375,7 @@ def _refusal(code: int, text: bytes | str) -> SMTPError:
     Its ``421`` becomes ``451``: the next hop is closing its connection,
     not ours, and our client's session goes on (RFC 5321 §3.8).
     """
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    text = " ".join(text.split())
+    text = _one_line(text)[:MAX_PASSED_TEXT]
     if code == 421:
         first = text.partition(" ")[0]
         enhanced = first if is_enhanced_code(first) and first[0] == "4" else CLOSING[2]
@@ -269,6 +386,17 @@ def _refusal(code: int, text: bytes | str) -> SMTPError:
     if is_enhanced_code(first) and first[0] == str(code)[0]:
         return SMTPError(code, rest or "Error: refused by relay host", first)
     return SMTPError(code, text or "Error: refused by relay host")
+
+
+def _one_line(text: bytes | str) -> str:
+    """A reply's text as one line of printable ASCII, for the log and our reply.
+
+    A next hop's escape sequences must not reach the terminal the log is
+    read on.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return " ".join(sanitize_text(text).split())
 
 
 def _quit(client: smtplib.SMTP) -> None:

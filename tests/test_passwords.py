@@ -462,3 +462,18 @@ def test_brake_forgets_failures_with_time():
         limiter.check("192.0.2.1", lambda: True)
     time.sleep(0.3)
     assert limiter.check("192.0.2.1", lambda: True) is True
+
+
+@needs_scrypt
+def test_simultaneous_attempts_cannot_slip_past_the_brake(tmp_path):
+    # 40 sessions guessing at the same moment all pass the brake before any
+    # failure is counted; the ones waiting for a check slot must meet it.
+    server, port = start_auth_server(tmp_path, hash_password("a-secret"))
+    try:
+        replies = []
+        in_parallel(40, one_attempt, port, "wrong", replies)
+    finally:
+        server.close()
+    assert len(replies) == 40
+    checked = [reply for reply in replies if reply.startswith("535")]
+    assert len(checked) <= passwords.BRAKE_FAILURES + passwords.MAX_CONCURRENT_CHECKS, replies

@@ -1,6 +1,7 @@
 """``python -m smtpd_lite --relay``: forwarding to a provider, as a real child process."""
 
 import mailbox
+import os
 import smtplib
 import subprocess
 
@@ -184,3 +185,24 @@ def test_relay_on_localhost_needs_no_restriction():
             assert len(upstream.wait_for(1)) == 1
         finally:
             server.close()
+
+
+@pytest.mark.parametrize("content, complaint", [
+    (b"app@example.org:\n", "empty password"),
+    (b"app@example.org:s3cret\0more\n", "NUL"),
+    (b"app@example.org:s3cret\xff\n", "not UTF-8"),
+    (None, "not a regular file"),           # a FIFO: nothing would ever be read from it
+], ids=["empty password", "NUL", "not UTF-8", "FIFO"])
+def test_an_unusable_auth_file_stops_the_cli_at_start_in_one_line(tmp_path, content,
+                                                                 complaint):
+    path = tmp_path / "relay-credentials"
+    if content is None:
+        os.mkfifo(path, 0o600)
+    else:
+        path.write_bytes(content)
+        path.chmod(0o600)
+    result = run("--relay", "127.0.0.1:%d" % free_port(), "--relay-auth-file", str(path),
+                 "127.0.0.1:%d" % free_port())
+    assert result.returncode == 1, result
+    assert result.stderr.count("\n") == 1 and complaint in result.stderr, result.stderr
+    assert str(path) in result.stderr and "s3cret" not in result.stderr
