@@ -468,7 +468,9 @@ def test_brake_forgets_failures_with_time():
 def test_simultaneous_attempts_cannot_slip_past_the_brake(tmp_path):
     # 40 sessions guessing at the same moment all pass the brake before any
     # failure is counted; the ones waiting for a check slot must meet it.
-    server, port = start_auth_server(tmp_path, hash_password("a-secret"))
+    # (More sessions from one address than the per-address default allows.)
+    server, port = start_auth_server(tmp_path, hash_password("a-secret"),
+                                     "--max-connections-per-ip", "0")
     try:
         replies = []
         in_parallel(40, one_attempt, port, "wrong", replies)
