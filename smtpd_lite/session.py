@@ -275,6 +275,11 @@ class SMTPSession(socketserver.StreamRequestHandler):
         if self.trace:
             protocol_logger.debug("%s > %s", _format_peer(self.peer), text)
         self.conn.write(text.encode("utf-8", "surrogateescape") + b"\r\n")
+        if text.startswith("421"):
+            # RFC 5321 §3.8: 421 closes the channel, whoever chose the reply
+            # (an SMTPError(421) from a callback too); after it the client
+            # sends nothing more, so going on would leave it out of step.
+            self.closing = True
 
     def protocol_error(self, text: str) -> None:
         """Answer a client mistake; the one that reaches ``max_errors`` gets 421 instead.

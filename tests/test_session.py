@@ -573,6 +573,27 @@ def test_rcpt_handler(connect):
             "450 4.7.1 Greylisted second line"
 
 
+def test_a_421_from_a_callback_closes_the_session(connect):
+    # RFC 5321 §3.8: 421 means the server closes the channel; a session that
+    # went on would answer the client's next command, which never comes.
+    def rcpt_handler(peer, mailfrom, rcptto):
+        raise SMTPError(421, "Going down", "4.3.2")
+
+    def handler(peer, mailfrom, rcpttos, data):
+        raise SMTPError(421, "Going down", "4.3.2")
+
+    with capture(rcpt_handler=rcpt_handler) as mail:
+        client = connect(mail)
+        client.command("MAIL FROM:<a@example.com>")
+        assert client.command("RCPT TO:<b@example.com>") == "421 4.3.2 Going down"
+        assert client.closed()
+    with capture(handler) as mail:
+        client = connect(mail)
+        assert transaction(client) == "421 4.3.2 Going down"
+        assert client.closed()
+    assert mail.messages == []
+
+
 def test_mail_handler(connect):
     with capture(mail_handler=lambda peer, mailfrom: mailfrom != "spam@example.com") as mail:
         client = connect(mail)
