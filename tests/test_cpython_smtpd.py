@@ -366,8 +366,11 @@ def test_debugging_server_prints(smtpd, capsys, kwargs, body, printed):
 
 
 def test__all__(smtpd):
-    assert sorted(compat.__all__) == sorted(STDLIB_SMTPD.__all__ if STDLIB_SMTPD else [
-        "SMTPChannel", "SMTPServer", "DebuggingServer", "PureProxy"])
+    # The module's last form (3.11): MailmanProxy, in __all__ up to 3.10, was
+    # removed there, and compat leaves it out on every Python.
+    stdlib = STDLIB_SMTPD.__all__ if STDLIB_SMTPD else [
+        "SMTPChannel", "SMTPServer", "DebuggingServer", "PureProxy"]
+    assert sorted(compat.__all__) == sorted(set(stdlib) - {"MailmanProxy"})
 
 
 # -- test_smtplib: DebuggingServerTests ------------------------------------------------------
