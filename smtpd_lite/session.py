@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable
 
 from . import auth, callbacks, grammar, proxy, received, replies, tls
 from .connection import ClientGone, Connection, LineTooLong, SessionTimeout
-from .data import BARE_EOL, LINE_TOO_LONG, TOO_BIG, DataAssembler
+from .data import BARE_EOL, LINE_TOO_LONG, TOO_BIG, WRITE_FAILED, DataAssembler
 
 if TYPE_CHECKING:
     from .server import SMTPServer
@@ -749,6 +749,9 @@ class SMTPSession(socketserver.StreamRequestHandler):
         if error is None:
             self.deliver(assembler.sink)
             return
+        if error == WRITE_FAILED:
+            logger.error("%s: message not stored (%s); answering 451", _format_peer(self.peer),
+                         assembler.write_error)
         assembler.sink.close()
         self.discard_transaction()
         self.reply(_CONTENT_ERRORS[error])
@@ -920,7 +923,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
 # What the client hears when DataAssembler refused the content.
 _CONTENT_ERRORS = {TOO_BIG: replies.SIZE_EXCEEDED, LINE_TOO_LONG: replies.DATA_LINE_TOO_LONG,
-                   BARE_EOL: replies.BARE_EOL}
+                   BARE_EOL: replies.BARE_EOL, WRITE_FAILED: replies.LOCAL_ERROR}
 
 
 class _Cancelled(Exception):
