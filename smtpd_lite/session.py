@@ -263,7 +263,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
         return False
 
     def gate(self, verb: str) -> str | None:
-        """The 530 refusal for ``verb`` under ``require_tls`` or ``auth_required``, or None."""
+        """The 530 refusal for ``verb`` under ``require_tls`` or ``auth_required``, or None.
+
+        ``""`` (no verb) is refused whenever any verb outside the lists is.
+        """
         settings = self.settings
         if settings.require_tls and not self.tls and verb not in self.BEFORE_TLS:
             return replies.TLS_REQUIRED
@@ -771,10 +774,12 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self.protocol_error(replies.BDAT_SYNTAX)
             return
         # RFC 3030 §3: the chunk is always read, whatever the answer, so the
-        # client's next command is read in step.
-        if self.settings.require_tls and not self.tls:
+        # client's next command is read in step; then BDAT is gated as any
+        # other verb (RFC 3207 §4, RFC 4954 §6).
+        refusal = self.gate("")
+        if refusal is not None:
             self.read_chunk(size, _discard)
-            self.protocol_error(replies.TLS_REQUIRED)
+            self.protocol_error(refusal)
             return
         if self.mailfrom is None or not self.rcpttos:
             self.read_chunk(size, _discard)
