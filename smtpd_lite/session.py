@@ -243,8 +243,16 @@ class SMTPSession(socketserver.StreamRequestHandler):
         except Exception:
             # A verb method is user code too (the extension point): answered
             # as any failing callback, never with the exception's text.
+            if verb in self.CONTENT_VERBS:
+                # Message content may be left unread: it would run as commands.
+                logger.exception("%s: smtp_%s raised; closing", _format_peer(self.peer), verb)
+                self.send_final(replies.LOCAL_ERROR_CLOSING.format(hostname=self.hostname))
+                return
             logger.exception("%s: smtp_%s raised; answering 451", _format_peer(self.peer), verb)
             self.reply(replies.LOCAL_ERROR)
+
+    # Verbs followed by message content.
+    CONTENT_VERBS = frozenset({"DATA", "BDAT"})
 
     # RFC 3207 §4: before TLS only these (LHLO is EHLO's LMTP twin); BDAT
     # answers for itself, after reading its chunk (RFC 3030 §3).
