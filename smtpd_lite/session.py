@@ -402,7 +402,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def smtp_VRFY(self, argument: str) -> None:
         # Controls and invisible characters would reach vrfy_handler and logs.
-        if not argument or not argument.isprintable():
+        if not argument or not grammar.is_visible(argument):
             self.protocol_error(replies.VRFY_SYNTAX)
             return
         vrfy_handler = self.settings.vrfy_handler

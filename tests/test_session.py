@@ -181,7 +181,10 @@ def test_non_ascii_address_needs_smtputf8(mail, client):
 
 INVISIBLE = ["\u0085", "\u009b", "\u0080", "\u009f", "\u2028", "\u2029", "\u202a", "\u202e",
              "\u2066", "\u2069", "\u200e", "\u200f", "\u061c", "\u200b", "\u200c", "\u200d",
-             "\u2060", "\ufeff", "\u00ad", "\u00a0", "\u3000", "\U000e0041"]
+             "\u2060", "\ufeff", "\u00ad", "\u00a0", "\u3000", "\U000e0041",
+             # Default_Ignorable yet "printable" to Python: shown as nothing.
+             "\u034f", "\u115f", "\u3164", "\uffa0", "\u17b4", "\u180b", "\ufe0f",
+             "\U000e0100"]
 
 
 @pytest.mark.parametrize("char", INVISIBLE, ids=lambda char: "U+%04X" % ord(char))
