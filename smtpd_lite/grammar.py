@@ -352,10 +352,19 @@ def parse_bdat(argument: str) -> tuple[int | None, bool | None]:
 
 
 def decode_xtext(text: str) -> str:
-    """RFC 3461 §4 xtext → str; raises ValueError when malformed."""
+    """RFC 3461 §4 xtext → str; raises ValueError when malformed.
+
+    A decoded control character (``+0D+0A``, ``+00``) is refused too, as
+    Postfix does: envelope ids and addresses are printable (RFC 3461
+    §4.2, §4.4), and a handler writing one into a DSN or a header would
+    otherwise add lines of the client's choosing.
+    """
     if not _XTEXT.match(text):
         raise ValueError("malformed xtext")
-    return _XTEXT_HEX.sub(lambda match: chr(int(match.group(1), 16)), text)
+    decoded = _XTEXT_HEX.sub(lambda match: chr(int(match.group(1), 16)), text)
+    if _CONTROL.search(decoded):
+        raise ValueError("control character in xtext")
+    return decoded
 
 
 # Value checkers for the parameters we understand: each returns the decoded
