@@ -214,6 +214,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
                 self._idle = False
         if self._stopped:
             raise ClientGone("server shutting down")
+        if self._bdat_too_slow():       # commands between chunks do not stop the clock
+            raise SessionTimeout()
         if self.trace:
             protocol_logger.debug("%s < %r", _format_peer(self.peer), _redact(raw))
         if len(raw) > COMMAND_LINE_LIMIT and not _is_auth(raw):
@@ -799,7 +801,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             # otherwise carry smuggling sequences downstream).
             self.bdat = self.new_assembler(
                 binary=self.mail_params.get("BODY") == "BINARYMIME")
-            self._bdat_started = time.monotonic()
+            self._bdat_deadline = time.monotonic() + self.settings.timeout
         elif self._bdat_too_slow():
             raise SessionTimeout()
         assembler = self.bdat
@@ -809,6 +811,12 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self.reply(replies.SIZE_EXCEEDED)
             return
         self.read_chunk(size, assembler.add_chunk)
+        if self.settings.min_data_rate:
+            # As within a chunk: each octet buys 1 / min_data_rate seconds,
+            # never more than timeout ahead, so octets sent fast early on
+            # do not pay for a long idle (NOOPs) with the message held.
+            self._bdat_deadline = min(self._bdat_deadline + size / self.settings.min_data_rate,
+                                      time.monotonic() + self.settings.timeout)
         if not last:
             self.reply(replies.CHUNK_RECEIVED.format(size=size))
             return
@@ -818,11 +826,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def _bdat_too_slow(self) -> bool:
         """min_data_rate over the whole message: small chunks, each just in time, add up."""
-        rate, grace = self.settings.min_data_rate, self.settings.timeout
-        if not rate or not grace or self.bdat is None:
+        settings = self.settings
+        if not settings.min_data_rate or not settings.timeout or self.bdat is None:
             return False
-        allowed = grace + self.bdat.received / rate
-        return time.monotonic() - self._bdat_started > allowed
+        return time.monotonic() > self._bdat_deadline
 
     def read_chunk(self, size: int, write: Callable[[bytes], object]) -> None:
         self.conn.start_data_phase(self.settings.min_data_rate)
