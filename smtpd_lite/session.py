@@ -329,7 +329,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def discard_transaction(self) -> None:
         if self.bdat is not None:
-            self.bdat.sink.close()
+            _close_sink(self.bdat.sink)
         self.reset_transaction()
 
     # -- commands without an envelope ---------------------------------------
@@ -749,7 +749,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             while rest is None:
                 rest = assembler.feed(self.conn.read_some())
         except BaseException:
-            assembler.sink.close()
+            _close_sink(assembler.sink)
             raise
         finally:
             self.conn.end_data_phase()
@@ -765,7 +765,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         if error == WRITE_FAILED:
             logger.error("%s: message not stored (%s); answering 451", _format_peer(self.peer),
                          assembler.write_error)
-        assembler.sink.close()
+        _close_sink(assembler.sink)
         self.discard_transaction()
         self.reply(_CONTENT_ERRORS[error])
 
@@ -952,6 +952,15 @@ class _Cancelled(Exception):
     def __init__(self, reply: str) -> None:
         super().__init__(reply)
         self.reply = reply
+
+
+def _close_sink(sink: IO[bytes]) -> None:
+    """Close the sink of a message that is not delivered; a spool whose write
+    failed fails again flushing what it still holds, and that changes nothing."""
+    try:
+        sink.close()
+    except OSError:
+        pass
 
 
 def _discard(data: bytes) -> None:
