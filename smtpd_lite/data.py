@@ -14,7 +14,10 @@ Security rules that live here:
   turned into CRLF (``"normalize"``); never half-accepted;
 * an oversize message or over-long line is noted and answered once after
   end-of-data, and once the message is doomed nothing more is stored, so
-  memory is bounded by ``max_size``.
+  memory is bounded by ``max_size``;
+* a sink that fails to store (disk full, file size limit) is noted the same
+  way: the rest of the message is still read and thrown away, so its
+  content is never taken for commands.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ TERMINATOR = b"\r\n.\r\n"
 TOO_BIG = "too_big"
 LINE_TOO_LONG = "line_too_long"
 BARE_EOL = "bare_eol"
+WRITE_FAILED = "write_failed"
 
 
 class DataAssembler:
@@ -37,7 +41,8 @@ class DataAssembler:
     is complete.  For BDAT, ``add_chunk(chunk)`` takes exact octets (no
     terminator, no dot-stuffing) and ``finish()`` ends the message.  Then
     ``error`` is None or one of :data:`TOO_BIG`, :data:`LINE_TOO_LONG`,
-    :data:`BARE_EOL`, and ``size`` is the number of octets written to ``sink``.
+    :data:`BARE_EOL`, :data:`WRITE_FAILED` (then ``write_error`` is the
+    OSError), and ``size`` is the number of octets written to ``sink``.
     With ``binary`` (BODY=BINARYMIME) only the size is checked.
     """
 
@@ -49,6 +54,7 @@ class DataAssembler:
         self.normalize = bare_eol == "normalize" and not binary
         self.binary = binary
         self._problems: set[str] = set()
+        self.write_error: OSError | None = None
         self.size = 0
         self.received = 0
         # Bytes held back because they may start the terminator or a CRLF.
@@ -121,12 +127,16 @@ class DataAssembler:
         if self.max_size and self.size > self.max_size:
             self._problems.add(TOO_BIG)
         if not self._problems:
-            self.sink.write(piece)
+            try:
+                self.sink.write(piece)
+            except OSError as error:
+                self.write_error = error
+                self._problems.add(WRITE_FAILED)
 
     @property
     def error(self) -> str | None:
         """None, or the one problem to answer, by a fixed priority."""
-        for problem in (TOO_BIG, BARE_EOL, LINE_TOO_LONG):
+        for problem in (TOO_BIG, BARE_EOL, LINE_TOO_LONG, WRITE_FAILED):
             if problem in self._problems:
                 return problem
         return None

@@ -39,6 +39,11 @@ _SUB_DOMAIN_UTF8 = re.compile(
 _GENERAL_LITERAL = re.compile(r"([A-Za-z0-9-]*[A-Za-z0-9]):([\x21-\x5a\x5e-\x7e]+)\Z")
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# Unicode's Default_Ignorable_Code_Point characters that str.isprintable()
+# lets through (combining grapheme joiner, Hangul fillers, Khmer inherent
+# vowels, Mongolian and other variation selectors): they show as nothing.
+_IGNORABLE = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180d\u180f\u3164"
+                        "\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]")
 _PARAMETER = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)(?:=([^\x00-\x20=\x7f]+))?\Z")
 # RFC 3461 §4: xtext encodes US-ASCII; "+HH" above 7F is refused.
 _XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-7][0-9A-F])*\Z")
@@ -175,10 +180,7 @@ def _parse_path(path: str, *, smtputf8: bool, allow_null: bool, allow_postmaster
             raise AddressError("non_ascii" if not smtputf8 else "bad_utf8")
         if not smtputf8:
             raise AddressError("non_ascii")
-        if not inner.isprintable():
-            # RFC 6531 §3.3 and RFC 5198 §2: C1 controls, U+2028/U+2029,
-            # bidi controls, zero-width and other invisible characters
-            # would reach headers and logs looking like something else.
+        if not is_visible(inner):
             raise AddressError("syntax")
     if inner.startswith("@"):
         inner = _strip_source_route(inner, smtputf8)
@@ -308,13 +310,23 @@ def parse_parameters(text: str, *, smtputf8: bool = False) -> list[Parameter]:
             raise ParameterError()
         keyword, value = match.group(1).upper(), match.group(2)
         if value is not None and not value.isascii():
-            if not smtputf8 or not value.isprintable():     # surrogates, as in paths
+            if not smtputf8 or not is_visible(value):     # surrogates, as in paths
                 raise ParameterError(keyword)
         if keyword in seen:
             raise ParameterError(keyword)
         seen.add(keyword)
         parameters.append((keyword, value))
     return parameters
+
+
+def is_visible(text: str) -> bool:
+    """True if every character of ``text`` shows as something (spaces aside).
+
+    RFC 6531 §3.3 and RFC 5198 §2: C1 controls, U+2028/U+2029, bidi
+    controls, zero-width and other invisible characters would reach
+    headers and logs looking like something else.
+    """
+    return text.isprintable() and not _IGNORABLE.search(text)
 
 
 def parse_number(text: str) -> int | None:
@@ -340,10 +352,19 @@ def parse_bdat(argument: str) -> tuple[int | None, bool | None]:
 
 
 def decode_xtext(text: str) -> str:
-    """RFC 3461 §4 xtext → str; raises ValueError when malformed."""
+    """RFC 3461 §4 xtext → str; raises ValueError when malformed.
+
+    A decoded control character (``+0D+0A``, ``+00``) is refused too, as
+    Postfix does: envelope ids and addresses are printable (RFC 3461
+    §4.2, §4.4), and a handler writing one into a DSN or a header would
+    otherwise add lines of the client's choosing.
+    """
     if not _XTEXT.match(text):
         raise ValueError("malformed xtext")
-    return _XTEXT_HEX.sub(lambda match: chr(int(match.group(1), 16)), text)
+    decoded = _XTEXT_HEX.sub(lambda match: chr(int(match.group(1), 16)), text)
+    if _CONTROL.search(decoded):
+        raise ValueError("control character in xtext")
+    return decoded
 
 
 # Value checkers for the parameters we understand: each returns the decoded

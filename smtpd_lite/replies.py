@@ -91,6 +91,7 @@ TIMEOUT = "421 4.4.2 {hostname} Error: timeout exceeded"
 TOO_MANY_CONNECTIONS = "421 4.7.0 {hostname} Error: too many connections"
 SHUTTING_DOWN = "421 4.3.2 {hostname} Service shutting down"
 BDAT_BAD_SIZE = "421 4.5.4 {hostname} Error: BDAT without a valid size; closing"
+LOCAL_ERROR_CLOSING = "421 4.3.0 {hostname} Error: local error in processing; closing"
 
 _ENHANCED = re.compile(r"([245])\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\Z")
 _REPLY = re.compile(r"([2-5][0-9][0-9])(?:[ -](.*))?\Z", re.DOTALL)

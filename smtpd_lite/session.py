@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable
 
 from . import auth, callbacks, grammar, proxy, received, replies, tls
 from .connection import ClientGone, Connection, LineTooLong, SessionTimeout
-from .data import BARE_EOL, LINE_TOO_LONG, TOO_BIG, DataAssembler
+from .data import BARE_EOL, LINE_TOO_LONG, TOO_BIG, WRITE_FAILED, DataAssembler
 
 if TYPE_CHECKING:
     from .server import SMTPServer
@@ -214,6 +214,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
                 self._idle = False
         if self._stopped:
             raise ClientGone("server shutting down")
+        if self._bdat_too_slow():       # commands between chunks do not stop the clock
+            raise SessionTimeout()
         if self.trace:
             protocol_logger.debug("%s < %r", _format_peer(self.peer), _redact(raw))
         if len(raw) > COMMAND_LINE_LIMIT and not _is_auth(raw):
@@ -243,8 +245,16 @@ class SMTPSession(socketserver.StreamRequestHandler):
         except Exception:
             # A verb method is user code too (the extension point): answered
             # as any failing callback, never with the exception's text.
+            if verb in self.CONTENT_VERBS:
+                # Message content may be left unread: it would run as commands.
+                logger.exception("%s: smtp_%s raised; closing", _format_peer(self.peer), verb)
+                self.send_final(replies.LOCAL_ERROR_CLOSING.format(hostname=self.hostname))
+                return
             logger.exception("%s: smtp_%s raised; answering 451", _format_peer(self.peer), verb)
             self.reply(replies.LOCAL_ERROR)
+
+    # Verbs followed by message content.
+    CONTENT_VERBS = frozenset({"DATA", "BDAT"})
 
     # RFC 3207 §4: before TLS only these (LHLO is EHLO's LMTP twin); BDAT
     # answers for itself, after reading its chunk (RFC 3030 §3).
@@ -263,7 +273,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
         return False
 
     def gate(self, verb: str) -> str | None:
-        """The 530 refusal for ``verb`` under ``require_tls`` or ``auth_required``, or None."""
+        """The 530 refusal for ``verb`` under ``require_tls`` or ``auth_required``, or None.
+
+        ``""`` (no verb) is refused whenever any verb outside the lists is.
+        """
         settings = self.settings
         if settings.require_tls and not self.tls and verb not in self.BEFORE_TLS:
             return replies.TLS_REQUIRED
@@ -321,7 +334,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def discard_transaction(self) -> None:
         if self.bdat is not None:
-            self.bdat.sink.close()
+            _close_sink(self.bdat.sink)
         self.reset_transaction()
 
     # -- commands without an envelope ---------------------------------------
@@ -396,7 +409,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def smtp_VRFY(self, argument: str) -> None:
         # Controls and invisible characters would reach vrfy_handler and logs.
-        if not argument or not argument.isprintable():
+        if not argument or not grammar.is_visible(argument):
             self.protocol_error(replies.VRFY_SYNTAX)
             return
         vrfy_handler = self.settings.vrfy_handler
@@ -741,7 +754,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             while rest is None:
                 rest = assembler.feed(self.conn.read_some())
         except BaseException:
-            assembler.sink.close()
+            _close_sink(assembler.sink)
             raise
         finally:
             self.conn.end_data_phase()
@@ -754,7 +767,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
         if error is None:
             self.deliver(assembler.sink)
             return
-        assembler.sink.close()
+        if error == WRITE_FAILED:
+            logger.error("%s: message not stored (%s); answering 451", _format_peer(self.peer),
+                         assembler.write_error)
+        _close_sink(assembler.sink)
         self.discard_transaction()
         self.reply(_CONTENT_ERRORS[error])
 
@@ -773,10 +789,12 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self.protocol_error(replies.BDAT_SYNTAX)
             return
         # RFC 3030 §3: the chunk is always read, whatever the answer, so the
-        # client's next command is read in step.
-        if self.settings.require_tls and not self.tls:
+        # client's next command is read in step; then BDAT is gated as any
+        # other verb (RFC 3207 §4, RFC 4954 §6).
+        refusal = self.gate("")
+        if refusal is not None:
             self.read_chunk(size, _discard)
-            self.protocol_error(replies.TLS_REQUIRED)
+            self.protocol_error(refusal)
             return
         if self.mailfrom is None or not self.rcpttos:
             self.read_chunk(size, _discard)
@@ -788,7 +806,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             # otherwise carry smuggling sequences downstream).
             self.bdat = self.new_assembler(
                 binary=self.mail_params.get("BODY") == "BINARYMIME")
-            self._bdat_started = time.monotonic()
+            self._bdat_deadline = time.monotonic() + self.settings.timeout
         elif self._bdat_too_slow():
             raise SessionTimeout()
         assembler = self.bdat
@@ -798,6 +816,12 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self.reply(replies.SIZE_EXCEEDED)
             return
         self.read_chunk(size, assembler.add_chunk)
+        if self.settings.min_data_rate:
+            # As within a chunk: each octet buys 1 / min_data_rate seconds,
+            # never more than timeout ahead, so octets sent fast early on
+            # do not pay for a long idle (NOOPs) with the message held.
+            self._bdat_deadline = min(self._bdat_deadline + size / self.settings.min_data_rate,
+                                      time.monotonic() + self.settings.timeout)
         if not last:
             self.reply(replies.CHUNK_RECEIVED.format(size=size))
             return
@@ -807,11 +831,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def _bdat_too_slow(self) -> bool:
         """min_data_rate over the whole message: small chunks, each just in time, add up."""
-        rate, grace = self.settings.min_data_rate, self.settings.timeout
-        if not rate or not grace or self.bdat is None:
+        settings = self.settings
+        if not settings.min_data_rate or not settings.timeout or self.bdat is None:
             return False
-        allowed = grace + self.bdat.received / rate
-        return time.monotonic() - self._bdat_started > allowed
+        return time.monotonic() > self._bdat_deadline
 
     def read_chunk(self, size: int, write: Callable[[bytes], object]) -> None:
         self.conn.start_data_phase(self.settings.min_data_rate)
@@ -932,7 +955,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
 # What the client hears when DataAssembler refused the content.
 _CONTENT_ERRORS = {TOO_BIG: replies.SIZE_EXCEEDED, LINE_TOO_LONG: replies.DATA_LINE_TOO_LONG,
-                   BARE_EOL: replies.BARE_EOL}
+                   BARE_EOL: replies.BARE_EOL, WRITE_FAILED: replies.LOCAL_ERROR}
 
 
 class _Cancelled(Exception):
@@ -941,6 +964,15 @@ class _Cancelled(Exception):
     def __init__(self, reply: str) -> None:
         super().__init__(reply)
         self.reply = reply
+
+
+def _close_sink(sink: IO[bytes]) -> None:
+    """Close the sink of a message that is not delivered; a spool whose write
+    failed fails again flushing what it still holds, and that changes nothing."""
+    try:
+        sink.close()
+    except OSError:
+        pass
 
 
 def _discard(data: bytes) -> None:

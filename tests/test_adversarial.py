@@ -18,7 +18,7 @@ import threading
 import time
 
 import pytest
-from processes import proc_status
+from processes import environment, proc_status
 from servers import capture
 from wire import SMUGGLING, RawClient
 
@@ -107,6 +107,61 @@ def test_pipelining_before_354(early):
         assert answers[-1] == replies.PIPELINED_DATA
         assert client.closed()
         assert mail.messages == []
+
+
+# -- message content taken for commands after a failed write --------------------------
+
+# A server whose spool files may not grow past 64 KiB (RLIMIT_FSIZE: EFBIG,
+# as a full disk gives ENOSPC); it prints its port, then each delivery.
+FILE_SIZE_LIMITED_SERVER = """
+import logging, resource, signal, sys, tempfile
+logging.basicConfig()
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+tempfile.tempdir = sys.argv[1]
+import smtpd_lite
+def handler(peer, mailfrom, rcpttos, data):
+    print("delivered", mailfrom, flush=True)
+server = smtpd_lite.SMTPServer(("127.0.0.1", 0), handler, data_as_file=True,
+                               spool_threshold=1024, max_errors=0)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+@pytest.mark.parametrize("command", ["DATA", "BDAT"])
+def test_content_is_not_run_as_commands_when_the_spool_fails(tmp_path, command):
+    """A spool write that fails mid-message (disk full, file size limit; CWE-755)
+    must not end the message phase: the rest of the content, read as commands,
+    would be a message smuggled in by whoever wrote the first one.
+
+    The whole content is read and thrown away, then one 451; the smuggled
+    transaction never runs.
+    """
+    server = subprocess.Popen([sys.executable, "-c", FILE_SIZE_LIMITED_SERVER, str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=environment(), text=True)
+    try:
+        client = RawClient("127.0.0.1", int(server.stdout.readline()))
+        assert client.reply().startswith("220 ")
+        assert client.command("EHLO client.example").startswith("250-")
+        client.send(ENVELOPE)
+        assert client.replies(2) == [replies.MAIL_OK, replies.RCPT_OK]
+        smuggled = b"RSET\r\n" + ENVELOPE + b"BDAT 8 LAST\r\nforged\r\n"
+        content = b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * 1500 + smuggled
+        if command == "DATA":
+            assert client.command("DATA") == replies.START_DATA
+            client.send(content + b".\r\n")
+        else:
+            client.send(b"BDAT %d LAST\r\n" % len(content) + content)
+        assert client.reply() == replies.LOCAL_ERROR
+        in_step(client)
+        assert client.command("QUIT").startswith("221 ")
+    finally:
+        server.terminate()
+        output, errors = server.communicate(timeout=10)
+    assert "delivered" not in output
+    assert "message not stored" in errors
 
 
 # -- STARTTLS command injection ----------------------------------------------------------

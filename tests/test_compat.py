@@ -21,6 +21,7 @@ import time
 import pytest
 from processes import ServerProcess
 from servers import capture
+from wire import SMUGGLING, RawClient
 
 from smtpd_lite import SMTPError, compat
 
@@ -428,6 +429,31 @@ def test_pure_proxy_relays_with_x_peer(serve):
     assert message.message["X-Peer"] == "127.0.0.1"
     assert message.message["Subject"] == "relayed"
     assert message.data.endswith(b"\r\n\r\nbody\r\n")
+
+
+@pytest.mark.parametrize("sequence", SMUGGLING, ids=repr)
+def test_pure_proxy_never_forwards_a_smuggled_message(serve, sequence):
+    # compat takes bare CR and LF as line ends; the message it relays must
+    # still be one message downstream, the smuggled one its body text.
+    with capture() as upstream:
+        proxy = serve(compat.PureProxy, ("127.0.0.1", upstream.port))
+        client = RawClient(*proxy.addr)
+        assert client.reply().startswith("220 ")
+        for command in ("HELO client.example", "MAIL FROM:<a@example.com>",
+                        "RCPT TO:<b@example.com>"):
+            assert client.command(command).startswith("250 ")
+        assert client.command("DATA").startswith("354 ")
+        client.send(b"Subject: first\r\n\r\nfirst" + sequence +
+                    b"MAIL FROM:<smuggled@evil.example>\r\nRCPT TO:<victim@example.com>\r\n"
+                    b"DATA\r\nforged\r\n.\r\n")
+        assert client.reply().startswith("250 ")
+        assert client.command("QUIT") == "221 Bye"
+        client.close()
+        (message,) = upstream.wait_for(1)
+        time.sleep(0.2)
+        assert len(upstream.messages) == 1
+    assert message.rcpttos == ["b@example.com"]
+    assert b"smuggled@evil.example" in message.data
 
 
 def test_pure_proxy_passes_refusals_back(serve):

@@ -193,10 +193,21 @@ def test_dsn_parameters_round_trip(mail):
 @pytest.mark.parametrize("command", [
     "RCPT TO:<b@example.com> NOTIFY=NEVER,DELAY", "RCPT TO:<b@example.com> ORCPT=rfc822",
     "RCPT TO:<b@example.com> ORCPT=rfc822;bad+zz",
+    # Decoded controls would let a handler's DSN or header gain lines.
+    "RCPT TO:<b@example.com> ORCPT=rfc822;b+0D+0AX-Evil:+20yes@example.com",
+    "RCPT TO:<b@example.com> ORCPT=rfc822;b+00@example.com",
 ])
 def test_bad_dsn_values(mail, command):
     client = ready(mail, "MAIL FROM:<a@example.com>")
     assert client.command(command).startswith("501 5.5.4 Error: bad value for parameter")
+
+
+@pytest.mark.parametrize("envid", ["a+0D+0AX-Injected:+20yes", "a+00", "a+09b", "a+7F"])
+def test_envid_with_a_control_character_is_refused(mail, envid):
+    client = ready(mail)
+    assert client.command("MAIL FROM:<a@example.com> ENVID=" + envid) == \
+        "501 5.5.4 Error: bad value for parameter ENVID"
+    assert client.command("MAIL FROM:<a@example.com> ENVID=a+20b") == "250 2.1.0 Ok"
 
 
 def test_smtplib_dsn_options(mail):

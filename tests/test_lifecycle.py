@@ -251,19 +251,43 @@ def test_default_data_rate_floor_cuts_a_trickle_but_not_a_slow_link():
         assert len(mail.messages) == 1
 
 
+def with_envelope(mail):
+    """A client past EHLO, MAIL and RCPT, ready for BDAT."""
+    client, _ = greeted(mail)
+    client.command("EHLO x")
+    client.command("MAIL FROM:<a@example.com>")
+    client.command("RCPT TO:<b@example.com>")
+    return client
+
+
 def test_default_data_rate_floor_spans_all_bdat_chunks():
     """Tiny chunks, each inside timeout, cannot hold a session either."""
     with capture(timeout=1) as mail:
-        client, _ = greeted(mail)
-        client.command("EHLO x")
-        client.command("MAIL FROM:<a@example.com>")
-        client.command("RCPT TO:<b@example.com>")
+        client = with_envelope(mail)
         started = time.monotonic()
         reply = "250"
         while reply.startswith("250") and time.monotonic() - started < 6:
             time.sleep(0.6)
             client.send(b"BDAT 6\r\nhold\r\n")
             reply = client.reply()
+        assert reply.startswith("421 4.4.2")
+        assert time.monotonic() - started < 3
+        assert client.closed()
+        assert mail.messages == []
+
+
+def test_bdat_message_cannot_be_held_open_with_commands_between_chunks():
+    """Octets sent fast buy no idle time: NOOPs between chunks do not stop the clock."""
+    with capture(timeout=1) as mail:
+        client = with_envelope(mail)
+        chunk = b"x" * 998 + b"\r\n"
+        client.send(b"BDAT %d\r\n" % (len(chunk) * 100) + chunk * 100)     # 200 s of credit
+        assert client.reply() == "250 2.0.0 100000 octets received"
+        started = time.monotonic()
+        reply = "250"
+        while reply.startswith("250") and time.monotonic() - started < 6:
+            time.sleep(0.5)
+            reply = client.command("NOOP")
         assert reply.startswith("421 4.4.2")
         assert time.monotonic() - started < 3
         assert client.closed()

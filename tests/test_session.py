@@ -181,7 +181,10 @@ def test_non_ascii_address_needs_smtputf8(mail, client):
 
 INVISIBLE = ["\u0085", "\u009b", "\u0080", "\u009f", "\u2028", "\u2029", "\u202a", "\u202e",
              "\u2066", "\u2069", "\u200e", "\u200f", "\u061c", "\u200b", "\u200c", "\u200d",
-             "\u2060", "\ufeff", "\u00ad", "\u00a0", "\u3000", "\U000e0041"]
+             "\u2060", "\ufeff", "\u00ad", "\u00a0", "\u3000", "\U000e0041",
+             # Default_Ignorable yet "printable" to Python: shown as nothing.
+             "\u034f", "\u115f", "\u3164", "\uffa0", "\u17b4", "\u180b", "\ufe0f",
+             "\U000e0100"]
 
 
 @pytest.mark.parametrize("char", INVISIBLE, ids=lambda char: "U+%04X" % ord(char))
@@ -653,6 +656,30 @@ def test_exception_in_verb_method_answers_451_and_is_logged(caplog):
     assert any("smtp_XYZZY raised" in record.getMessage() and record.exc_info
                for record in caplog.records)
     assert "secret detail" not in client.pending.decode()
+
+
+class AuditedBdatSession(SMTPSession):
+    def smtp_BDAT(self, argument):
+        raise RuntimeError("audit log unavailable")     # before the chunk is read
+
+
+def test_exception_in_a_content_verb_method_closes_the_session(caplog):
+    # Its message content may be left unread: after a 451 it would run as commands.
+    with capture(RequestHandlerClass=AuditedBdatSession, max_errors=0) as mail:
+        client = RawClient(mail.host, mail.port)
+        client.reply()
+        client.command("EHLO client.example")
+        client.command("MAIL FROM:<a@example.com>")
+        client.command("RCPT TO:<b@example.com>")
+        chunk = b"RSET\r\nMAIL FROM:<smuggled@example.com>\r\n"
+        with caplog.at_level("ERROR", logger="smtpd_lite"):
+            client.send(b"BDAT %d LAST\r\n" % len(chunk) + chunk)
+            assert client.reply() == \
+                "421 4.3.0 %s Error: local error in processing; closing" % mail.server.hostname
+            assert client.closed()
+    assert client.pending == b""
+    assert any("smtp_BDAT raised" in record.getMessage() and record.exc_info
+               for record in caplog.records)
 
 
 def test_disconnect_mid_data_does_not_call_handler(mail, connect):

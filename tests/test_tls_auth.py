@@ -505,6 +505,23 @@ def test_require_tls_refuses_every_command_but_noop_ehlo_starttls_quit(certifica
         assert client.command("QUIT") == "221 2.0.0 Bye"
 
 
+def test_bdat_before_auth_reads_its_chunk_and_gets_530():
+    # RFC 4954 §6 and RFC 3030 §3: BDAT is refused as any verb before AUTH,
+    # but only once its chunk is read, so the chunk never runs as commands.
+    with capture(auth_handler=auth_handler, auth_required=True, max_errors=0,
+                 auth_allow_plaintext=True) as mail:
+        client = raw(mail)
+        chunk = b"MAIL FROM:<a@example.com>\r\n"
+        for last in (b"", b" LAST"):
+            client.send(b"BDAT %d%s\r\n" % (len(chunk), last) + chunk)
+            assert client.reply() == "530 5.7.0 Authentication required"
+            assert client.command("NOOP") == "250 2.0.0 Ok"
+        assert client.command("AUTH PLAIN " + b64("\0alice\0wonderland")).startswith("235")
+        assert client.command("MAIL FROM:<a@example.com>").startswith("250")
+        assert client.command("QUIT") == "221 2.0.0 Bye"
+    assert mail.messages == []
+
+
 def test_auth_required_refuses_every_command_but_the_rfc_4954_list():
     with capture(auth_handler=auth_handler, auth_required=True, max_errors=0,
                  auth_allow_plaintext=True) as mail:
