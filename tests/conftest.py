@@ -4,6 +4,7 @@ import ssl
 import types
 
 import pytest
+from processes import start_cli
 from servers import capture
 from wire import RawClient
 
@@ -33,6 +34,21 @@ def connect():
     yield open_client
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def cli():
+    """``cli(*arguments)`` → (ServerProcess, port); stopped with SIGTERM afterwards."""
+    started = []
+
+    def start(*arguments, cwd=None):
+        server, port = start_cli(*arguments, cwd=cwd)
+        started.append(server)
+        return server, port
+
+    yield start
+    for server in started:
+        server.close()
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from processes import (
     needs_two_cpus,
     proc_status,
     smtpd_lite_command,
-    start_cli,
     wait_until,
 )
 from servers import capture
@@ -34,21 +33,6 @@ def send(port, message=MESSAGE, sender="a@example.com", recipients=("b@example.c
          **options):
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
         return client.sendmail(sender, list(recipients), message, **options)
-
-
-@pytest.fixture
-def cli():
-    """``cli(*arguments)`` → (ServerProcess, port); stopped with SIGTERM afterwards."""
-    started = []
-
-    def start(*arguments, cwd=None):
-        server, port = start_cli(*arguments, cwd=cwd)
-        started.append(server)
-        return server, port
-
-    yield start
-    for server in started:
-        server.close()
 
 
 def run(*arguments):

@@ -6,7 +6,6 @@ import smtplib
 import stat
 
 import pytest
-from processes import start_cli
 from servers import capture
 
 MESSAGE = "From: a@example.com\r\nSubject: private\r\n\r\npersonal\r\n"
@@ -18,20 +17,6 @@ def umask_022():
     previous = os.umask(0o022)
     yield
     os.umask(previous)
-
-
-@pytest.fixture
-def cli():
-    started = []
-
-    def start(*arguments):
-        server, port = start_cli(*arguments)
-        started.append(server)
-        return server, port
-
-    yield start
-    for server in started:
-        server.close()
 
 
 def send(port, message=MESSAGE):

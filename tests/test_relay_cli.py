@@ -7,26 +7,12 @@ import subprocess
 
 import clients
 import pytest
-from processes import ServerProcess, environment, free_port, smtpd_lite_command, start_cli
+from processes import ServerProcess, environment, free_port, smtpd_lite_command
 from servers import capture
 
 USER = "app@example.org"
 PASSWORD = "s3cret:with colon"
 MESSAGE = "From: a@example.com\r\nMessage-ID: <cli@example.com>\r\nSubject: cli\r\n\r\nbody\r\n"
-
-
-@pytest.fixture
-def cli():
-    started = []
-
-    def start(*arguments):
-        server, port = start_cli(*arguments)
-        started.append(server)
-        return server, port
-
-    yield start
-    for server in started:
-        server.close()
 
 
 @pytest.fixture
