@@ -109,9 +109,7 @@ class SMTPChannel(SMTPSession):
     def __init__(self, server: SMTPServer, conn: socket.socket, addr: Any,
                  data_size_limit: int | None = DATA_SIZE_DEFAULT, map: Any = None,
                  enable_SMTPUTF8: bool = False, decode_data: bool = False) -> None:
-        if enable_SMTPUTF8 and decode_data:
-            raise ValueError("decode_data and enable_SMTPUTF8 cannot be set to True at the "
-                             "same time")
+        _check_decoding(enable_SMTPUTF8, decode_data)
         self.smtp_server = server
         self.addr = addr
         self.data_size_limit = data_size_limit
@@ -483,9 +481,7 @@ class SMTPServer:
                  data_size_limit: int | None = DATA_SIZE_DEFAULT, map: ServerMap | None = None,
                  enable_SMTPUTF8: bool = False, decode_data: bool = False,
                  **options: Any) -> None:
-        if enable_SMTPUTF8 and decode_data:
-            raise ValueError("decode_data and enable_SMTPUTF8 cannot be set to True at the "
-                             "same time")
+        _check_decoding(enable_SMTPUTF8, decode_data)
         # The stdlib's attribute names: ported subclasses read them.
         self._localaddr = localaddr
         self._remoteaddr = remoteaddr
@@ -677,3 +673,10 @@ def loop(timeout: float = 30.0, use_poll: bool = False, map: ServerMap | None = 
 def _catch_signals(event: threading.Event) -> dict[int, Any]:
     """Make SIGINT and SIGTERM set ``event`` (main thread only); the old handlers."""
     return signals.install_stop_handlers(lambda signum: event.set())
+
+
+def _check_decoding(enable_SMTPUTF8: bool, decode_data: bool) -> None:
+    """The stdlib's rule for both classes: str data cannot carry SMTPUTF8 octets."""
+    if enable_SMTPUTF8 and decode_data:
+        raise ValueError("decode_data and enable_SMTPUTF8 cannot be set to True at the "
+                         "same time")
