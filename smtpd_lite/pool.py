@@ -24,19 +24,27 @@ class ThreadPool:
         self.name = name
         self.max_spare = max_spare
         self.spare_timeout = spare_timeout
-        self._tasks: queue.SimpleQueue[Task] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        # Threads waiting in _next_task() that no submit() has yet claimed.
-        self._spare = 0
+        # The inbox of each spare thread, most recently idle last.  A thread
+        # is spare exactly while its inbox is in here: submit() takes it out
+        # and fills it under the lock, so a thread whose wait times out knows
+        # for certain whether a task is on its way.
+        self._spare: dict[queue.SimpleQueue[Task], None] = {}
         self._threads: set[threading.Thread] = set()
         self._closed = False
+
+    @property
+    def spare(self) -> int:
+        """How many threads are waiting for a task."""
+        return len(self._spare)
 
     def submit(self, function: Callable[..., object], *args: Any) -> None:
         """Call ``function(*args)`` in a spare thread, or in a new one."""
         with self._lock:
             if self._spare:
-                self._spare -= 1
-                self._tasks.put((function, args))
+                # The most recently idle thread: the oldest ones time out.
+                inbox, _ = self._spare.popitem()
+                inbox.put((function, args))
                 return
         thread = threading.Thread(target=self._run, args=((function, args),),
                                   name=self.name, daemon=True)
@@ -56,9 +64,9 @@ class ThreadPool:
         """
         with self._lock:
             self._closed = True
-            for _ in range(self._spare):
-                self._tasks.put(None)
-            self._spare = 0
+            for inbox in self._spare:
+                inbox.put(None)
+            self._spare.clear()
             threads = list(self._threads)
         deadline = time.monotonic() + timeout
         for thread in threads:
@@ -66,26 +74,27 @@ class ThreadPool:
                 thread.join(max(deadline - time.monotonic(), 0))
 
     def _run(self, task: Task) -> None:
+        inbox: queue.SimpleQueue[Task] = queue.SimpleQueue()
         try:
             while task is not None:
                 function, args = task
                 function(*args)
-                task = self._next_task()
+                task = self._next_task(inbox)
         finally:
             with self._lock:
                 self._threads.discard(threading.current_thread())
 
-    def _next_task(self) -> Task:
+    def _next_task(self, inbox: queue.SimpleQueue[Task]) -> Task:
         with self._lock:
-            if self._closed or self._spare >= self.max_spare:
+            if self._closed or len(self._spare) >= self.max_spare:
                 return None
-            self._spare += 1
+            self._spare[inbox] = None
         try:
-            return self._tasks.get(timeout=self.spare_timeout)
+            return inbox.get(timeout=self.spare_timeout)
         except queue.Empty:
             with self._lock:
-                if self._spare:         # an unclaimed slot: ours to give up
-                    self._spare -= 1
+                if inbox in self._spare:    # still unclaimed: ours to give up
+                    del self._spare[inbox]
                     return None
-            # Every waiting thread is claimed, us included: the task is queued.
-            return self._tasks.get()
+            # Claimed after the wait gave up: the task is already in the inbox.
+            return inbox.get_nowait()
