@@ -21,14 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import email
-import email.message
-import email.parser
-import email.policy
 import fnmatch
 import hashlib
 import hmac
-import html
 import importlib
 import logging
 import os
@@ -39,10 +34,12 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Sequence
 
+from . import mailparts
 from .callbacks import Handler, Peer, accepted_extras
 from .connection import ClientGone
+from .mailparts import Attachment
 from .replies import SMTPError
 from .server import SMTPServer
 from .session import SMTPSession
@@ -64,12 +61,6 @@ DROP = "drop"
 
 # -- the record ---------------------------------------------------------------
 
-class Attachment(NamedTuple):
-    filename: str | None
-    content_type: str
-    data: bytes
-
-
 class Message:
     """One received message: the envelope, the raw ``data`` and the parsed ``message``.
 
@@ -87,7 +78,7 @@ class Message:
         self.rcpttos = rcpttos
         self.data = data
         self.extras = extras
-        self.message = parse_message(data)
+        self.message = mailparts.parse(data)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -102,116 +93,27 @@ class Message:
     @property
     def subject(self) -> str | None:
         """The Subject header, decoded; None without one."""
-        return _header(self.message, "Subject")
+        return mailparts.header(self.message, "Subject")
 
     @property
     def text(self) -> str | None:
         """The first text/plain part that is not an attachment, decoded."""
-        return self._first_body("text/plain")
+        return mailparts.body(self.message, "text/plain")
 
     @property
     def html(self) -> str | None:
         """The first text/html part that is not an attachment, decoded."""
-        return self._first_body("text/html")
+        return mailparts.body(self.message, "text/html")
 
     @property
     def attachments(self) -> list[Attachment]:
         """The parts sent as attachments (a disposition of attachment, or a file name)."""
-        found = []
-        for part in _leaves(self.message):
-            if _is_attachment(part):
-                found.append(Attachment(_filename(part), part.get_content_type(),
-                                        _payload_bytes(part)))
-        return found
+        return mailparts.attachments(self.message)
 
     @property
     def links(self) -> list[str]:
         """The http(s) and mailto URLs in the text and HTML, in order, each once."""
-        found: dict[str, None] = {}
-        for body in (self.text, self.html):
-            for url in _URL.findall(body or ""):
-                found.setdefault(html.unescape(url).rstrip(".,;:!?'\")]"), None)
-        return list(found)
-
-    def _first_body(self, content_type: str) -> str | None:
-        for part in _leaves(self.message):
-            if part.get_content_type() == content_type and not _is_attachment(part):
-                return _payload_text(part)
-        return None
-
-
-# Typed loosely: typeshed's generic types for policies and parsers differ
-# between the mypy releases that each supported Python can install.
-_POLICY: Any = email.policy.default
-
-_URL = re.compile(r"""(?:https?://|mailto:)[^\s"'<>]+""", re.IGNORECASE)
-
-
-def parse_message(data: bytes) -> email.message.EmailMessage:
-    """``data`` as an EmailMessage, as far as it parses (never raises)."""
-    raw = data.replace(b"\r\n", b"\n")  # the email package works with "\n" line ends
-    parsed: Any
-    try:
-        parsed = email.message_from_bytes(raw, policy=_POLICY)
-    except Exception as error:          # RecursionError for deeply nested multiparts
-        logger.warning("message does not parse (%s: %s); keeping its headers only",
-                       type(error).__name__, error)
-        try:
-            parsed = email.parser.BytesParser(policy=_POLICY).parsebytes(
-                raw, headersonly=True)
-        except Exception:
-            parsed = email.message.EmailMessage()
-    if isinstance(parsed, email.message.EmailMessage):     # what policy.default makes
-        return parsed
-    return email.message.EmailMessage()
-
-
-def _leaves(message: email.message.Message) -> Iterator[email.message.Message]:
-    """The non-multipart parts, depth first, without recursion (any nesting depth)."""
-    stack = [message]
-    while stack:
-        part = stack.pop()
-        payload = part.get_payload()
-        if part.is_multipart() and isinstance(payload, list):
-            stack.extend(item for item in reversed(payload)
-                         if isinstance(item, email.message.Message))
-        else:
-            yield part
-
-
-def _header(part: email.message.Message, name: str) -> str | None:
-    try:
-        value = part.get(name)
-    except Exception:                   # a header the policy cannot parse
-        return None
-    return None if value is None else str(value)
-
-
-def _is_attachment(part: email.message.Message) -> bool:
-    try:
-        return part.get_content_disposition() == "attachment" or part.get_filename() is not None
-    except Exception:
-        return False
-
-
-def _filename(part: email.message.Message) -> str | None:
-    try:
-        return part.get_filename()
-    except Exception:
-        return None
-
-
-def _payload_bytes(part: email.message.Message) -> bytes:
-    payload = part.get_payload(decode=True)
-    return payload if isinstance(payload, bytes) else b""
-
-
-def _payload_text(part: email.message.Message) -> str:
-    try:
-        charset = part.get_content_charset() or "us-ascii"
-        return _payload_bytes(part).decode(charset, "replace")
-    except LookupError:                 # an unknown charset
-        return _payload_bytes(part).decode("utf-8", "replace")
+        return mailparts.find_links(self.text, self.html)
 
 
 # -- failure injection ----------------------------------------------------------
