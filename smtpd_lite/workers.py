@@ -4,7 +4,9 @@ Threads share one GIL; processes do not.  The parent binds the listener,
 forks ``count`` children that each run a whole :class:`SMTPServer` on it, and
 then only supervises: a child that dies is replaced, and SIGTERM or SIGINT is
 passed on so every child drains its sessions (graceful shutdown) before the
-parent exits 0.  POSIX only.
+parent exits 0.  A child whose parent is gone (killed with SIGKILL, which it
+cannot pass on) drains and exits as on SIGTERM, so no orphan keeps the port.
+POSIX only.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from socket import socket
 from typing import Callable
@@ -24,6 +27,8 @@ logger = logging.getLogger("smtpd_lite")
 # loop: wait before forking the next one, so a broken handler cannot spin.
 _QUICK_DEATH = 1.0
 _RESTART_PAUSE = 1.0
+# How often a child checks that its parent still runs.
+_PARENT_CHECK = 0.5
 
 
 def serve_workers(listener: socket, count: int,
@@ -77,6 +82,7 @@ def serve_workers(listener: socket, count: int,
 def _start_child(children: dict[int, tuple[float, int]], index: int,
                  run_child: Callable[[int], object], previous: Handlers,
                  stopping: list[int]) -> None:
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         children[pid] = (time.monotonic(), index)
@@ -85,6 +91,8 @@ def _start_child(children: dict[int, tuple[float, int]], index: int,
         return
     # In the child: default signal handling until its own server installs one.
     restore_handlers(previous)
+    threading.Thread(target=_stop_when_orphaned, args=(parent,), name="smtpd_lite parent watch",
+                     daemon=True).start()
     status = 1
     try:
         run_child(index)
@@ -94,6 +102,14 @@ def _start_child(children: dict[int, tuple[float, int]], index: int,
     finally:
         logging.shutdown()
         os._exit(status)
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    """SIGTERM this process once ``parent`` has exited (the child is re-parented)."""
+    while os.getppid() == parent:
+        time.sleep(_PARENT_CHECK)
+    logger.error("worker %d: the supervising process %d is gone; stopping", os.getpid(), parent)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _signal(pid: int, signum: int) -> None:

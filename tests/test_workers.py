@@ -3,6 +3,7 @@
 import os
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import threading
@@ -151,6 +152,31 @@ def test_cli_workers_flag(tmp_path):
     finally:
         kill_group(process)
     assert process.returncode == 0
+
+
+def test_workers_drain_and_exit_when_the_parent_is_killed():
+    process, port = _start_parent("-m", "smtpd_lite", "--workers", "2", "--sink",
+                                  "--listen", "{address}")
+    try:
+        assert wait_until(lambda: len(children(process.pid)) == 2)
+        _send_many(port, 4, "k")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            reader = client.makefile("rb")
+            assert reader.readline().startswith(b"220")
+            client.sendall(b"EHLO client.example\r\n")
+            while not reader.readline().startswith(b"250 "):
+                pass
+            os.kill(process.pid, signal.SIGKILL)    # which it cannot pass on
+            process.wait()
+            # The session is drained (its 421), not cut off, and no orphan
+            # keeps serving on the port.
+            assert reader.readline().startswith(b"421")
+        assert wait_until(lambda: not live_processes_in_group(process.pid), 10)
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))
+    finally:
+        kill_group(process)
 
 
 @pytest.mark.parametrize("workers", [0, -1, 1.5, "2", True])
