@@ -12,7 +12,7 @@ import inspect
 import logging
 from typing import Callable, Iterable, Mapping, Optional, Tuple
 
-from . import replies
+from . import envelope, replies
 
 #: The client's ``(host, port)``, as every callback receives it.
 Peer = Tuple[str, int]
@@ -30,8 +30,8 @@ VrfyHandler = Callable[[Peer, str], Optional[str]]
 
 logger = logging.getLogger("smtpd_lite")
 
-EXTRAS = ("queue_id", "helo", "auth_user", "tls", "mail_options", "rcpt_options",
-          "smtputf8", "mail_params", "rcpt_params")
+#: The keyword extras' names; :data:`smtpd_lite.envelope.EXTRAS` says where each comes from.
+EXTRAS = tuple(envelope.EXTRAS)
 
 
 def accepted_extras(function: Callable[..., object],

@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable
 from . import auth, callbacks, grammar, proxy, received, replies, tls
 from .connection import ClientGone, Connection, LineTooLong, SessionTimeout
 from .data import BARE_EOL, LINE_TOO_LONG, TOO_BIG, WRITE_FAILED, DataAssembler
+from .envelope import Client, Envelope, Recipient, close_sink, keyword_extras
 
 if TYPE_CHECKING:
     from .server import SMTPServer
@@ -69,16 +70,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn = Connection(sock, self.settings.timeout, server.busy_poll_seconds,
                                server.has_one_session, self.settings.write_timeout)
-        self.peer = peer_address(self.client_address)
+        self.client = Client(peer_address(self.client_address))
+        self.envelope = Envelope()
         self.trace = self.settings.log_protocol and protocol_logger.isEnabledFor(logging.DEBUG)
         self.closing = False
-        self.errors = 0
-        self.helo: str | None = None
-        self.esmtp = False
-        self.tls = False
-        self.auth_user: str | None = None
-        self.auth_failures = 0
-        self._reverse_name: str | None = None
         # Shared with the server's and the watchdog's threads, under _state_lock.
         self._state_lock = threading.Lock()
         self._idle = False          # waiting for a command
@@ -87,8 +82,12 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self._in_handler = False    # the message handler is running
         self._answered_by_watchdog = False
         self.admitted = False
-        self.reset_transaction()
         server.add_session(self)
+
+    @property
+    def peer(self) -> tuple[str, int]:
+        """The client's ``(host, port)``, as callbacks receive it."""
+        return self.client.peer
 
     def handle(self) -> None:
         try:
@@ -99,7 +98,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
                 self.start_tls()
             if not self.server.admit(self):
                 logger.warning("%s: too many connections from this address",
-                               _format_peer(self.peer))
+                               _format_peer(self.client.peer))
                 self.send_final(replies.TOO_MANY_CONNECTIONS.format(hostname=self.hostname))
                 return
             self.greet()
@@ -107,13 +106,13 @@ class SMTPSession(socketserver.StreamRequestHandler):
                 self.handle_command()
             self.conn.flush()
         except SessionTimeout:
-            logger.info("%s: timeout", _format_peer(self.peer))
+            logger.info("%s: timeout", _format_peer(self.client.peer))
             self.send_final(replies.TIMEOUT.format(hostname=self.hostname))
         except ClientGone as error:
             if self._stopped:
                 self.send_final(replies.SHUTTING_DOWN.format(hostname=self.hostname))
             else:
-                logger.debug("%s: connection lost: %s", _format_peer(self.peer), error)
+                logger.debug("%s: connection lost: %s", _format_peer(self.client.peer), error)
 
     def finish(self) -> None:
         self.discard_transaction()
@@ -131,8 +130,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
         within ``timeout``: anything else is closed without a greeting, so a
         client cannot claim another address.
         """
-        connected_from = _format_peer(self.peer)
-        if not proxy.is_trusted(self.peer[0], self.server.trusted_networks):
+        connected_from = _format_peer(self.client.peer)
+        if not proxy.is_trusted(self.client.peer[0], self.server.trusted_networks):
             logger.warning("%s: not a trusted proxy; closing", connected_from)
             return False
         self.conn.start_deadline()
@@ -159,9 +158,9 @@ class SMTPSession(socketserver.StreamRequestHandler):
         del self.conn.buffer[:length]
         if header.command == "PROXY" and header.source is not None and \
                 header.family in (socket.AF_INET, socket.AF_INET6):
-            self.peer = peer_address(header.source)
+            self.client.peer = peer_address(header.source)
         logger.debug("%s: PROXY %s, client %s", connected_from, header.command,
-                     _format_peer(self.peer))
+                     _format_peer(self.client.peer))
         return True
 
     # -- shutdown, called from the server's thread ------------------------------
@@ -217,7 +216,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         if self._bdat_too_slow():       # commands between chunks do not stop the clock
             raise SessionTimeout()
         if self.trace:
-            protocol_logger.debug("%s < %r", _format_peer(self.peer), _redact(raw))
+            protocol_logger.debug("%s < %r", _format_peer(self.client.peer), _redact(raw))
         if len(raw) > COMMAND_LINE_LIMIT and not _is_auth(raw):
             self.protocol_error(replies.LINE_TOO_LONG)
             return
@@ -247,10 +246,12 @@ class SMTPSession(socketserver.StreamRequestHandler):
             # as any failing callback, never with the exception's text.
             if verb in self.CONTENT_VERBS:
                 # Message content may be left unread: it would run as commands.
-                logger.exception("%s: smtp_%s raised; closing", _format_peer(self.peer), verb)
+                logger.exception("%s: smtp_%s raised; closing", _format_peer(self.client.peer),
+                                 verb)
                 self.send_final(replies.LOCAL_ERROR_CLOSING.format(hostname=self.hostname))
                 return
-            logger.exception("%s: smtp_%s raised; answering 451", _format_peer(self.peer), verb)
+            logger.exception("%s: smtp_%s raised; answering 451",
+                             _format_peer(self.client.peer), verb)
             self.reply(replies.LOCAL_ERROR)
 
     # Verbs followed by message content.
@@ -277,16 +278,16 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
         ``""`` (no verb) is refused whenever any verb outside the lists is.
         """
-        settings = self.settings
-        if settings.require_tls and not self.tls and verb not in self.BEFORE_TLS:
+        settings, client = self.settings, self.client
+        if settings.require_tls and not client.tls and verb not in self.BEFORE_TLS:
             return replies.TLS_REQUIRED
-        if settings.auth_required and self.auth_user is None and verb not in self.BEFORE_AUTH:
+        if settings.auth_required and client.auth_user is None and verb not in self.BEFORE_AUTH:
             return replies.AUTH_REQUIRED
         return None
 
     def reply(self, text: str) -> None:
         if self.trace:
-            protocol_logger.debug("%s > %s", _format_peer(self.peer), text)
+            protocol_logger.debug("%s > %s", _format_peer(self.client.peer), text)
         self.conn.write(text.encode("utf-8", "surrogateescape") + b"\r\n")
         if text.startswith("421"):
             # RFC 5321 §3.8: 421 closes the channel, whoever chose the reply
@@ -300,9 +301,9 @@ class SMTPSession(socketserver.StreamRequestHandler):
         Exactly one reply per command: the 421 replaces the error reply, so
         a pipelining client never reads it as the answer to its next command.
         """
-        self.errors += 1
-        if self.settings.max_errors and self.errors >= self.settings.max_errors:
-            logger.info("%s: too many errors", _format_peer(self.peer))
+        self.client.errors += 1
+        if self.settings.max_errors and self.client.errors >= self.settings.max_errors:
+            logger.info("%s: too many errors", _format_peer(self.client.peer))
             self.send_final(replies.TOO_MANY_ERRORS.format(hostname=self.hostname))
             return
         self.reply(text)
@@ -320,22 +321,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
         except (ClientGone, SessionTimeout):
             pass
 
-    def reset_transaction(self) -> None:
-        """Forget the envelope (RSET, HELO/EHLO, after each message)."""
-        self.mailfrom: str | None = None
-        self.rcpttos: list[str] = []
-        self.mail_options: list[str] = []
-        self.rcpt_options: list[str] = []
-        self.mail_params: dict[str, Any] = {}
-        self.rcpt_params: dict[str, dict[str, Any]] = {}
-        self.smtputf8 = False
-        self.queue_id: str | None = None
-        self.bdat: DataAssembler | None = None     # while BDAT chunks arrive
-
     def discard_transaction(self) -> None:
-        if self.bdat is not None:
-            _close_sink(self.bdat.sink)
-        self.reset_transaction()
+        """Forget the envelope (RSET, HELO/EHLO, STARTTLS, after each message)."""
+        self.envelope.discard()
+        self.envelope = Envelope()
 
     # -- commands without an envelope ---------------------------------------
 
@@ -360,8 +349,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self.protocol_error(replies.HELO_BAD_NAME)
             return
         self.discard_transaction()
-        self.helo = argument
-        self.esmtp = esmtp
+        self.client.helo = argument
+        self.client.esmtp = esmtp
         if not esmtp:
             self.reply(replies.HELO_OK.format(hostname=self.hostname))
             return
@@ -373,7 +362,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         size = self.settings.max_size
         keywords = ["PIPELINING", "SIZE %d" % size if size else "SIZE", "8BITMIME",
                     "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "BINARYMIME", "DSN"]
-        if self.settings.tls_context is not None and not self.tls:
+        if self.settings.tls_context is not None and not self.client.tls:
             keywords.append("STARTTLS")
         mechanisms = self.auth_mechanisms_now()
         if mechanisms:
@@ -417,7 +406,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self.reply(replies.VRFY_DEFAULT)
             return
         try:
-            result = vrfy_handler(self.peer, argument)
+            result = vrfy_handler(self.client.peer, argument)
         except replies.SMTPError as error:
             self.reply(error.reply)
             return
@@ -439,13 +428,13 @@ class SMTPSession(socketserver.StreamRequestHandler):
     def smtp_MAIL(self, argument: str) -> None:
         if self.tls_missing():
             return
-        if self.helo is None:
+        if self.client.helo is None:
             self.protocol_error(replies.NEED_HELO)
             return
-        if self.settings.auth_required and self.auth_user is None:
+        if self.settings.auth_required and self.client.auth_user is None:
             self.reply(replies.AUTH_REQUIRED)
             return
-        if self.mailfrom is not None:
+        if self.envelope.sender is not None:
             self.protocol_error(replies.NESTED_MAIL)
             return
         split = grammar.split_path_argument(argument, "FROM:")
@@ -466,25 +455,26 @@ class SMTPSession(socketserver.StreamRequestHandler):
         if address is None:
             return
         # Known before the check, so mail_handler can see them as extras.
-        self.smtputf8 = smtputf8
-        self.mail_params = parameters
-        self.mail_options = parameter_text.upper().split()
+        envelope = self.envelope
+        envelope.smtputf8 = smtputf8
+        envelope.mail_params = parameters
+        envelope.mail_options = parameter_text.upper().split()
         mail_handler = self.settings.mail_handler
         if mail_handler is not None:
             refusal = callbacks.call_check(
-                mail_handler, (self.peer, address),
+                mail_handler, (self.client.peer, address),
                 replies.SENDER_REJECTED.format(address=address), "mail_handler",
                 self.extras_for(self.server.check_extras["mail"]))
             if refusal is not None:
-                self.reset_transaction()
+                self.envelope = Envelope()      # the parameters go with the sender
                 self.reply(refusal)
                 return
-        self.mailfrom = address
+        envelope.sender = address
         self.reply(replies.MAIL_OK)
 
     def mail_keywords(self) -> set[str]:
         """MAIL parameters this session offers (none after plain HELO)."""
-        if not self.esmtp:
+        if not self.client.esmtp:
             return set()
         keywords = {"SIZE", "BODY", "SMTPUTF8", "RET", "ENVID"}
         if self.settings.auth_handler is not None:
@@ -494,7 +484,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
     def smtp_RCPT(self, argument: str) -> None:
         if self.tls_missing():
             return
-        if self.mailfrom is None:
+        if self.envelope.sender is None:
             self.protocol_error(replies.NEED_MAIL)
             return
         split = grammar.split_path_argument(argument, "TO:")
@@ -502,30 +492,29 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self.protocol_error(replies.RCPT_SYNTAX)
             return
         path, parameter_text = split
-        offered = {"NOTIFY", "ORCPT"} if self.esmtp else set()
+        offered = {"NOTIFY", "ORCPT"} if self.client.esmtp else set()
         parameters = self._parameters(parameter_text, grammar.RCPT_PARAMETERS, offered)
         if parameters is None:
             return
-        address = self._address(path, self.smtputf8, replies.BAD_RECIPIENT,
+        address = self._address(path, self.envelope.smtputf8, replies.BAD_RECIPIENT,
                                 allow_postmaster=True)
         if address is None:
             return
+        envelope = self.envelope
         limit = self.settings.max_recipients
-        if limit and len(self.rcpttos) >= limit:
+        if limit and len(envelope.recipients) >= limit:
             self.reply(replies.TOO_MANY_RECIPIENTS)
             return
         rcpt_handler = self.settings.rcpt_handler
         if rcpt_handler is not None:
             refusal = callbacks.call_check(
-                rcpt_handler, (self.peer, self.mailfrom, address),
+                rcpt_handler, (self.client.peer, envelope.sender, address),
                 replies.RECIPIENT_REJECTED.format(address=address), "rcpt_handler",
                 self.extras_for(self.server.check_extras["rcpt"]))
             if refusal is not None:
                 self.reply(refusal)
                 return
-        self.rcpttos.append(address)
-        self.rcpt_options.extend(parameter_text.upper().split())
-        self.rcpt_params[address] = parameters
+        envelope.recipients.append(Recipient(address, parameters, parameter_text.upper().split()))
         self.reply(replies.RCPT_OK)
 
     def _parameters(self, text: str, checkers: dict[str, grammar.Checker],
@@ -533,7 +522,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         """Decoded ESMTP parameters, or None after answering the error."""
         if not text:
             return {}
-        smtputf8 = self.smtputf8 or "SMTPUTF8" in text.upper().split()
+        smtputf8 = self.envelope.smtputf8 or "SMTPUTF8" in text.upper().split()
         try:
             parsed = grammar.parse_parameters(text, smtputf8=smtputf8)
             return grammar.check_parameters(parsed, checkers, offered)
@@ -565,7 +554,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def tls_missing(self) -> bool:
         """Answer 530 and return True if ``require_tls`` holds and TLS is not active."""
-        if self.settings.require_tls and not self.tls:
+        if self.settings.require_tls and not self.client.tls:
             self.protocol_error(replies.TLS_REQUIRED)
             return True
         return False
@@ -577,7 +566,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         if argument:
             self.protocol_error(replies.NO_ARGUMENT_ALLOWED.format(verb="STARTTLS"))
             return
-        if self.tls:
+        if self.client.tls:
             self.protocol_error(replies.TLS_ALREADY_ACTIVE)
             return
         self.reply(replies.READY_FOR_TLS)
@@ -585,9 +574,9 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.start_tls()
         # RFC 3207 §4.2: forget everything learnt before TLS.
         self.discard_transaction()
-        self.helo = None
-        self.esmtp = False
-        self.auth_user = None
+        self.client.helo = None
+        self.client.esmtp = False
+        self.client.auth_user = None
 
     def start_tls(self) -> None:
         context = self.settings.tls_context
@@ -595,9 +584,9 @@ class SMTPSession(socketserver.StreamRequestHandler):
         try:
             self.conn.start_tls(context)
         except ClientGone as error:
-            logger.info("%s: %s", _format_peer(self.peer), error)
+            logger.info("%s: %s", _format_peer(self.client.peer), error)
             raise
-        self.tls = True
+        self.client.tls = True
 
     # -- AUTH (RFC 4954) -----------------------------------------------------------
 
@@ -605,9 +594,9 @@ class SMTPSession(socketserver.StreamRequestHandler):
         """The mechanisms AUTH offers at this point of the session."""
         if self.settings.auth_handler is None:
             return ()
-        if self.settings.require_tls and not self.tls:
+        if self.settings.require_tls and not self.client.tls:
             return ()
-        plaintext_ok = self.tls or self.settings.auth_allow_plaintext
+        plaintext_ok = self.client.tls or self.settings.auth_allow_plaintext
         return tuple(name for name in self.settings.auth_mechanisms
                      if plaintext_ok or name not in auth.PLAINTEXT_MECHANISMS)
 
@@ -617,13 +606,13 @@ class SMTPSession(socketserver.StreamRequestHandler):
             return
         if self.tls_missing():
             return
-        if self.helo is None:
+        if self.client.helo is None:
             self.protocol_error(replies.NEED_HELO)
             return
-        if self.auth_user is not None:
+        if self.client.auth_user is not None:
             self.protocol_error(replies.AUTH_ALREADY_DONE)
             return
-        if self.mailfrom is not None:
+        if self.envelope.sender is not None:
             self.protocol_error(replies.AUTH_IN_TRANSACTION)
             return
         words = argument.split(" ")
@@ -679,7 +668,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
                 raise _Cancelled(replies.AUTH_LINE_TOO_LONG) from None
             if self.trace:
                 protocol_logger.debug("%s < (authentication response redacted)",
-                                      _format_peer(self.peer))
+                                      _format_peer(self.client.peer))
             if not raw.endswith(b"\r\n"):
                 raise _Cancelled(replies.BARE_LINE_FEED)
             initial = raw[:-2].decode("ascii", "surrogateescape")
@@ -693,7 +682,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         verdict: object = False         # refused before asking (PLAIN authzid)
         if password is not None and auth_handler is not None:
             try:
-                verdict = auth_handler(self.peer, mechanism, username, password, shared)
+                verdict = auth_handler(self.client.peer, mechanism, username, password, shared)
             except replies.SMTPError as error:
                 self.reply(error.reply)
                 return
@@ -702,18 +691,18 @@ class SMTPSession(socketserver.StreamRequestHandler):
                 self.reply(replies.AUTH_TEMPORARY_FAILURE)
                 return
         if verdict:
-            self.auth_user = username
-            logger.info("%s: authenticated as %r (%s)", _format_peer(self.peer), username,
+            self.client.auth_user = username
+            logger.info("%s: authenticated as %r (%s)", _format_peer(self.client.peer), username,
                         mechanism)
             self.reply(replies.AUTH_SUCCEEDED)
             return
-        self.auth_failures += 1
-        logger.warning("%s: authentication failed for %r (%s)", _format_peer(self.peer),
+        self.client.auth_failures += 1
+        logger.warning("%s: authentication failed for %r (%s)", _format_peer(self.client.peer),
                        username, mechanism)
         self.conn.flush()
         time.sleep(self.auth_failure_delay)     # slows down password guessing
         limit = self.settings.max_auth_failures
-        if limit and self.auth_failures >= limit:
+        if limit and self.client.auth_failures >= limit:
             # The 421 is this AUTH's only reply: one reply per command.
             self.send_final(replies.TOO_MANY_AUTH_FAILURES.format(hostname=self.hostname))
             return
@@ -731,19 +720,20 @@ class SMTPSession(socketserver.StreamRequestHandler):
         if argument:
             self.protocol_error(replies.NO_ARGUMENT_ALLOWED.format(verb="DATA"))
             return
-        if self.mailfrom is None:
+        envelope = self.envelope
+        if envelope.sender is None:
             self.protocol_error(replies.NEED_MAIL)
             return
-        if not self.rcpttos:
+        if not envelope.recipients:
             self.protocol_error(replies.NEED_RCPT)
             return
-        if self.bdat is not None or self.mail_params.get("BODY") == "BINARYMIME":
+        if envelope.chunks is not None or envelope.mail_params.get("BODY") == "BINARYMIME":
             self.protocol_error(replies.DATA_AFTER_BDAT)
             return
         # RFC 2920 §3.1: DATA ends a pipelined group.  A client that sends
         # the message before our 354 is not speaking SMTP (or is smuggling).
         if self.conn.has_pending_input():
-            logger.info("%s: data sent before the 354 reply", _format_peer(self.peer))
+            logger.info("%s: data sent before the 354 reply", _format_peer(self.client.peer))
             self.send_final(replies.PIPELINED_DATA)
             return
         self.reply(replies.START_DATA)
@@ -754,7 +744,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             while rest is None:
                 rest = assembler.feed(self.conn.read_some())
         except BaseException:
-            _close_sink(assembler.sink)
+            close_sink(assembler.sink)
             raise
         finally:
             self.conn.end_data_phase()
@@ -768,9 +758,9 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self.deliver(assembler.sink)
             return
         if error == WRITE_FAILED:
-            logger.error("%s: message not stored (%s); answering 451", _format_peer(self.peer),
-                         assembler.write_error)
-        _close_sink(assembler.sink)
+            logger.error("%s: message not stored (%s); answering 451",
+                         _format_peer(self.client.peer), assembler.write_error)
+        close_sink(assembler.sink)
         self.discard_transaction()
         self.reply(_CONTENT_ERRORS[error])
 
@@ -779,7 +769,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         if size is None:
             # The chunk follows, but where it ends is unknown: reading on
             # would run the client's message content as commands.
-            logger.info("%s: BDAT without a usable size; closing", _format_peer(self.peer))
+            logger.info("%s: BDAT without a usable size; closing", _format_peer(self.client.peer))
             self.send_final(replies.BDAT_BAD_SIZE.format(hostname=self.hostname))
             return
         if last is None:
@@ -796,20 +786,21 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self.read_chunk(size, _discard)
             self.protocol_error(refusal)
             return
-        if self.mailfrom is None or not self.rcpttos:
+        envelope = self.envelope
+        if envelope.sender is None or not envelope.recipients:
             self.read_chunk(size, _discard)
-            self.protocol_error(replies.NEED_MAIL if self.mailfrom is None else replies.NEED_RCPT)
+            self.protocol_error(replies.NEED_MAIL if envelope.sender is None else replies.NEED_RCPT)
             return
-        if self.bdat is None:
+        if envelope.chunks is None:
             # RFC 3030 §3: without BINARYMIME the content is still lines, so
             # bare CR/LF and line limits apply as for DATA (a relay would
             # otherwise carry smuggling sequences downstream).
-            self.bdat = self.new_assembler(
-                binary=self.mail_params.get("BODY") == "BINARYMIME")
-            self._bdat_deadline = time.monotonic() + self.settings.timeout
+            envelope.chunks = self.new_assembler(
+                binary=envelope.mail_params.get("BODY") == "BINARYMIME")
+            envelope.chunks_deadline = time.monotonic() + self.settings.timeout
         elif self._bdat_too_slow():
             raise SessionTimeout()
-        assembler = self.bdat
+        assembler = envelope.chunks
         if self.settings.max_size and assembler.received + size > self.settings.max_size:
             self.read_chunk(size, _discard)
             self.discard_transaction()
@@ -820,21 +811,22 @@ class SMTPSession(socketserver.StreamRequestHandler):
             # As within a chunk: each octet buys 1 / min_data_rate seconds,
             # never more than timeout ahead, so octets sent fast early on
             # do not pay for a long idle (NOOPs) with the message held.
-            self._bdat_deadline = min(self._bdat_deadline + size / self.settings.min_data_rate,
-                                      time.monotonic() + self.settings.timeout)
+            envelope.chunks_deadline = min(envelope.chunks_deadline
+                                           + size / self.settings.min_data_rate,
+                                           time.monotonic() + self.settings.timeout)
         if not last:
             self.reply(replies.CHUNK_RECEIVED.format(size=size))
             return
-        self.bdat = None
+        envelope.chunks = None
         assembler.finish()
         self.complete(assembler)
 
     def _bdat_too_slow(self) -> bool:
         """min_data_rate over the whole message: small chunks, each just in time, add up."""
         settings = self.settings
-        if not settings.min_data_rate or not settings.timeout or self.bdat is None:
+        if not settings.min_data_rate or not settings.timeout or self.envelope.chunks is None:
             return False
-        return time.monotonic() > self._bdat_deadline
+        return time.monotonic() > self.envelope.chunks_deadline
 
     def read_chunk(self, size: int, write: Callable[[bytes], object]) -> None:
         self.conn.start_data_phase(self.settings.min_data_rate)
@@ -851,7 +843,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def new_message(self) -> IO[bytes]:
         """A sink for the next message, starting with the Received header."""
-        self.queue_id = queue_id = new_queue_id()
+        self.envelope.queue_id = queue_id = new_queue_id()
         settings = self.settings
         sink: IO[bytes]
         if settings.data_as_file:
@@ -863,15 +855,15 @@ class SMTPSession(socketserver.StreamRequestHandler):
         return sink
 
     def received_header(self, queue_id: str) -> bytes:
-        if self.settings.reverse_dns and self._reverse_name is None:
-            self._reverse_name = _reverse_lookup(self.peer[0])
+        if self.settings.reverse_dns and self.client.reverse_name is None:
+            self.client.reverse_name = _reverse_lookup(self.client.peer[0])
         protocol = received.transmission_type(
-            esmtp=self.esmtp, tls=self.tls, auth=self.auth_user is not None,
-            smtputf8=self.smtputf8, lmtp=self.settings.lmtp)
+            esmtp=self.client.esmtp, tls=self.client.tls, auth=self.client.auth_user is not None,
+            smtputf8=self.envelope.smtputf8, lmtp=self.settings.lmtp)
         return received.received_header(
-            helo=self.helo, ip=self.peer[0], hostname=self.hostname,
+            helo=self.client.helo, ip=self.client.peer[0], hostname=self.hostname,
             appname=self.server.appname, protocol=protocol, queue_id=queue_id,
-            recipients=self.rcpttos, reverse_name=self._reverse_name or None,
+            recipients=self.envelope.addresses(), reverse_name=self.client.reverse_name or None,
             tls_comment=self.tls_comment())
 
     def tls_comment(self) -> str | None:
@@ -881,8 +873,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
     # -- delivery -------------------------------------------------------------
 
     def extras_for(self, names: frozenset[str]) -> dict[str, Any]:
-        """The keyword extras (queue_id, helo, tls, ...) a callback accepts, from this session."""
-        return {name: getattr(self, name) for name in names}
+        """The keyword extras ``names`` (queue_id, helo, tls, ...) a callback accepts, now."""
+        return keyword_extras(names, self.client, self.envelope) if names else {}
 
     def deliver(self, sink: IO[bytes]) -> None:
         """Call the message handler and answer for it (once per recipient in LMTP)."""
@@ -894,11 +886,11 @@ class SMTPSession(socketserver.StreamRequestHandler):
         else:
             sink.seek(0)
             data = sink
-        queue_id = self.queue_id        # the transaction is reset before we answer
-        mailfrom = self.mailfrom
+        envelope = self.envelope        # reset before we answer; this one stays whole
+        queue_id = envelope.queue_id
         queued = replies.QUEUED.format(queue_id=queue_id)
         extras = self.extras_for(self.server.handler_extras)
-        rcpttos = self.rcpttos
+        rcpttos = envelope.addresses()
         answers = len(rcpttos) if self.settings.lmtp else 1
         self.conn.flush()           # the watchdog may write while we are in the handler
         with self._state_lock:
@@ -907,9 +899,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
         watch = None
         if self.settings.handler_timeout:
             watch = self.server.watchdog.watch(
-                self.settings.handler_timeout, lambda: self._handler_overdue(answers))
+                self.settings.handler_timeout, lambda: self._handler_overdue(answers, queue_id))
         try:
-            result = self.server.handler(self.peer, mailfrom, list(rcpttos), data, **extras)
+            result = self.server.handler(self.client.peer, envelope.sender, list(rcpttos), data,
+                                         **extras)
         except replies.SMTPError as error:
             result = error
         except Exception:
@@ -935,19 +928,19 @@ class SMTPSession(socketserver.StreamRequestHandler):
                         for rcptto in rcpttos]
         if logger.isEnabledFor(logging.INFO):   # the hot path formats nothing it need not
             logger.info("%s: client=%s from=<%s> to=<%s> size=%d reply=%s", queue_id,
-                        _format_peer(self.peer), mailfrom, ">,<".join(rcpttos), size,
+                        _format_peer(self.client.peer), envelope.sender, ">,<".join(rcpttos), size,
                         " / ".join(answered))
         for text in answered:
             self.reply(text)
 
-    def _handler_overdue(self, answers: int) -> None:
+    def _handler_overdue(self, answers: int, queue_id: str | None) -> None:
         """Watchdog thread: answer 451 for a handler that is still running."""
         with self._state_lock:
             if not self._in_handler:           # the handler returned meanwhile
                 return
             self._answered_by_watchdog = True
             logger.error("message handler still running after %s s; answering 451 "
-                         "(queue id %s)", self.settings.handler_timeout, self.queue_id)
+                         "(queue id %s)", self.settings.handler_timeout, queue_id)
             # Never waits for the client: one that does not read must not
             # hold up the watchdog and every other session's 451.
             self.conn.send_now((replies.LOCAL_ERROR + "\r\n").encode() * answers)
@@ -964,15 +957,6 @@ class _Cancelled(Exception):
     def __init__(self, reply: str) -> None:
         super().__init__(reply)
         self.reply = reply
-
-
-def _close_sink(sink: IO[bytes]) -> None:
-    """Close the sink of a message that is not delivered; a spool whose write
-    failed fails again flushing what it still holds, and that changes nothing."""
-    try:
-        sink.close()
-    except OSError:
-        pass
 
 
 def _discard(data: bytes) -> None:
