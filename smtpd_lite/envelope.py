@@ -15,6 +15,18 @@ from .data import DataAssembler
 from .grammar import Params
 
 
+def peer_address(client_address: Any) -> tuple[str, int]:
+    """The ``peer`` callbacks see, from socketserver's ``client_address``."""
+    if isinstance(client_address, tuple) and len(client_address) >= 2:
+        host = client_address[0]
+        # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; show them
+        # (and count them per address) as the IPv4 clients they are.
+        if host.startswith("::ffff:") and "." in host:
+            host = host[7:]
+        return (host, client_address[1])
+    return (str(client_address or "unix"), 0)   # Unix sockets have no peer address
+
+
 class Client:
     """What the session knows of its client for the whole connection."""
 

@@ -17,17 +17,14 @@ import socket
 import socketserver
 import ssl
 import tempfile
-import threading
 import time
-from typing import IO, TYPE_CHECKING, Any, Callable
+from typing import IO, Any, Callable, cast
 
 from . import auth, callbacks, grammar, proxy, received, replies, tls
 from .connection import ClientGone, Connection, LineTooLong, SessionTimeout
+from .context import HasSessionContext, Lifecycle
 from .data import BARE_EOL, LINE_TOO_LONG, TOO_BIG, WRITE_FAILED, DataAssembler
-from .envelope import Client, Envelope, Recipient, close_sink, keyword_extras
-
-if TYPE_CHECKING:
-    from .server import SMTPServer
+from .envelope import Client, Envelope, Recipient, close_sink, keyword_extras, peer_address
 
 logger = logging.getLogger("smtpd_lite")
 protocol_logger = logging.getLogger("smtpd_lite.protocol")
@@ -55,34 +52,30 @@ def new_queue_id() -> str:
 
 
 class SMTPSession(socketserver.StreamRequestHandler):
-    """Serves one SMTP (or LMTP) client; ``self.server`` is the SMTPServer."""
+    """Serves one SMTP (or LMTP) client; ``self.server`` is the SMTPServer.
 
-    server: SMTPServer
+    Of its server a session reads only ``server.session_context``.
+    """
+
     request: socket.socket
 
     def setup(self) -> None:
         # No rfile/wfile: Connection does bounded, deadline-aware I/O itself.
-        server = self.server
-        self.settings = server.settings
-        self.hostname = server.hostname
+        context = cast(HasSessionContext, self.server).session_context
+        self.context = context
+        self.settings = context.settings
+        self.hostname = context.hostname
         sock = self.connection = self.request
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.conn = Connection(sock, self.settings.timeout, server.busy_poll_seconds,
-                               server.has_one_session, self.settings.write_timeout)
+        self.conn = Connection(sock, self.settings.timeout, context.busy_poll_seconds,
+                               context.has_one_session, self.settings.write_timeout)
         self.client = Client(peer_address(self.client_address))
         self.envelope = Envelope()
         self.trace = self.settings.log_protocol and protocol_logger.isEnabledFor(logging.DEBUG)
         self.closing = False
-        # Shared with the server's and the watchdog's threads, under _state_lock.
-        self._state_lock = threading.Lock()
-        self._idle = False          # waiting for a command
-        self._stopping = False      # the server is shutting down
-        self._stopped = False       # ... and woke us from an idle wait
-        self._in_handler = False    # the message handler is running
-        self._answered_by_watchdog = False
-        self.admitted = False
-        server.add_session(self)
+        self.lifecycle = Lifecycle()    # shared with the server's and the watchdog's threads
+        context.registry.add(self)
 
     @property
     def peer(self) -> tuple[str, int]:
@@ -96,7 +89,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             if self.settings.implicit_tls:
                 self.conn.start_deadline()
                 self.start_tls()
-            if not self.server.admit(self):
+            if not self.context.registry.admit(self, self.client.peer[0]):
                 logger.warning("%s: too many connections from this address",
                                _format_peer(self.client.peer))
                 self.send_final(replies.TOO_MANY_CONNECTIONS.format(hostname=self.hostname))
@@ -109,7 +102,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             logger.info("%s: timeout", _format_peer(self.client.peer))
             self.send_final(replies.TIMEOUT.format(hostname=self.hostname))
         except ClientGone as error:
-            if self._stopped:
+            if self.lifecycle.stopped:
                 self.send_final(replies.SHUTTING_DOWN.format(hostname=self.hostname))
             else:
                 logger.debug("%s: connection lost: %s", _format_peer(self.client.peer), error)
@@ -121,7 +114,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             # socketserver only closes the plain socket object it handed us.
             _shutdown_socket(self.conn.sock, socket.SHUT_RDWR)
             self.conn.sock.close()
-        self.server.remove_session(self)
+        self.context.registry.remove(self)
 
     def read_proxy_header(self) -> bool:
         """Take the client address from a PROXY v1/v2 header; False to drop the connection.
@@ -131,7 +124,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         client cannot claim another address.
         """
         connected_from = _format_peer(self.client.peer)
-        if not proxy.is_trusted(self.client.peer[0], self.server.trusted_networks):
+        if not proxy.is_trusted(self.client.peer[0], self.context.trusted_networks):
             logger.warning("%s: not a trusted proxy; closing", connected_from)
             return False
         self.conn.start_deadline()
@@ -167,14 +160,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def stop(self) -> None:
         """Ask the session to end: now if idle, else after its transaction."""
-        with self._state_lock:
-            self._stopping = True
-            if not self._idle:
-                return
-            self._stopped = True
-        # Wake the blocked read with end-of-file; the session's own thread then
-        # sends 421, so no two threads ever write (or TLS-encrypt) at once.
-        _shutdown_socket(self.conn.sock, socket.SHUT_RD)
+        if self.lifecycle.stop():
+            # Wake the blocked read with end-of-file; the session's own thread
+            # sends 421, so no two threads ever write (or TLS-encrypt) at once.
+            _shutdown_socket(self.conn.sock, socket.SHUT_RD)
 
     def abort(self) -> None:
         """End the session now, whatever it is doing (shutdown_timeout passed)."""
@@ -184,7 +173,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def greet(self) -> None:
         template = replies.GREETING_LMTP if self.settings.lmtp else replies.GREETING
-        self.reply(template.format(hostname=self.hostname, appname=self.server.appname))
+        self.reply(template.format(hostname=self.hostname, appname=self.context.appname))
 
     def handle_command(self) -> None:
         """Read one command line and dispatch it through the verb table.
@@ -192,13 +181,9 @@ class SMTPSession(socketserver.StreamRequestHandler):
         Replies wait in the connection until it needs input from the
         client, so the replies to pipelined commands leave together.
         """
-        # Between commands a session is idle, even with an envelope: nothing
-        # has been acknowledged, so a 421 now loses nothing (the client
-        # retries).  Busy means receiving message content or in the handler.
-        with self._state_lock:
-            stopping = self._stopping
-            self._idle = not stopping
-        if stopping:        # sent outside the lock: a stalled client must not hold it
+        lifecycle = self.lifecycle
+        if not lifecycle.wait_for_command():
+            # Sent outside the lifecycle's lock: a stalled client must not hold it.
             self.send_final(replies.SHUTTING_DOWN.format(hostname=self.hostname))
             return
         self.conn.start_deadline()
@@ -209,9 +194,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
                                 else replies.LINE_TOO_LONG)
             return
         finally:
-            with self._state_lock:
-                self._idle = False
-        if self._stopped:
+            lifecycle.command_read()
+        if lifecycle.stopped:
             raise ClientGone("server shutting down")
         if self._bdat_too_slow():       # commands between chunks do not stop the clock
             raise SessionTimeout()
@@ -464,7 +448,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             refusal = callbacks.call_check(
                 mail_handler, (self.client.peer, address),
                 replies.SENDER_REJECTED.format(address=address), "mail_handler",
-                self.extras_for(self.server.check_extras["mail"]))
+                self.extras_for(self.context.mail_extras))
             if refusal is not None:
                 self.envelope = Envelope()      # the parameters go with the sender
                 self.reply(refusal)
@@ -510,7 +494,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             refusal = callbacks.call_check(
                 rcpt_handler, (self.client.peer, envelope.sender, address),
                 replies.RECIPIENT_REJECTED.format(address=address), "rcpt_handler",
-                self.extras_for(self.server.check_extras["rcpt"]))
+                self.extras_for(self.context.rcpt_extras))
             if refusal is not None:
                 self.reply(refusal)
                 return
@@ -862,7 +846,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             smtputf8=self.envelope.smtputf8, lmtp=self.settings.lmtp)
         return received.received_header(
             helo=self.client.helo, ip=self.client.peer[0], hostname=self.hostname,
-            appname=self.server.appname, protocol=protocol, queue_id=queue_id,
+            appname=self.context.appname, protocol=protocol, queue_id=queue_id,
             recipients=self.envelope.addresses(), reverse_name=self.client.reverse_name or None,
             tls_comment=self.tls_comment())
 
@@ -889,19 +873,18 @@ class SMTPSession(socketserver.StreamRequestHandler):
         envelope = self.envelope        # reset before we answer; this one stays whole
         queue_id = envelope.queue_id
         queued = replies.QUEUED.format(queue_id=queue_id)
-        extras = self.extras_for(self.server.handler_extras)
+        context = self.context
+        extras = self.extras_for(context.handler_extras)
         rcpttos = envelope.addresses()
         answers = len(rcpttos) if self.settings.lmtp else 1
         self.conn.flush()           # the watchdog may write while we are in the handler
-        with self._state_lock:
-            self._in_handler = True
-            self._answered_by_watchdog = False
+        self.lifecycle.enter_handler()
         watch = None
         if self.settings.handler_timeout:
-            watch = self.server.watchdog.watch(
+            watch = context.watchdog.watch(
                 self.settings.handler_timeout, lambda: self._handler_overdue(answers, queue_id))
         try:
-            result = self.server.handler(self.client.peer, envelope.sender, list(rcpttos), data,
+            result = context.handler(self.client.peer, envelope.sender, list(rcpttos), data,
                                          **extras)
         except replies.SMTPError as error:
             result = error
@@ -912,11 +895,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
             sink.close()
             self.discard_transaction()
             if watch is not None:
-                self.server.watchdog.cancel(watch)
-        with self._state_lock:          # waits for a watchdog write in progress
-            self._in_handler = False
-            overdue = self._answered_by_watchdog
-        if overdue:
+                context.watchdog.cancel(watch)
+        if self.lifecycle.leave_handler():      # waits for a watchdog write in progress
             logger.error("message handler returned %r after the client was told 451: "
                          "possible duplicate (queue id %s)", result, queue_id)
             return
@@ -935,15 +915,14 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def _handler_overdue(self, answers: int, queue_id: str | None) -> None:
         """Watchdog thread: answer 451 for a handler that is still running."""
-        with self._state_lock:
-            if not self._in_handler:           # the handler returned meanwhile
-                return
-            self._answered_by_watchdog = True
+        def answer() -> None:
             logger.error("message handler still running after %s s; answering 451 "
                          "(queue id %s)", self.settings.handler_timeout, queue_id)
             # Never waits for the client: one that does not read must not
             # hold up the watchdog and every other session's 451.
             self.conn.send_now((replies.LOCAL_ERROR + "\r\n").encode() * answers)
+
+        self.lifecycle.answer_for_handler(answer)
 
 
 # What the client hears when DataAssembler refused the content.
@@ -983,18 +962,6 @@ def _shutdown_socket(sock: socket.socket, how: int) -> None:
         socket.socket.shutdown(sock, how)
     except (OSError, ValueError):
         pass
-
-
-def peer_address(client_address: Any) -> tuple[str, int]:
-    """The ``peer`` callbacks see, from socketserver's ``client_address``."""
-    if isinstance(client_address, tuple) and len(client_address) >= 2:
-        host = client_address[0]
-        # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; show them
-        # (and count them per address) as the IPv4 clients they are.
-        if host.startswith("::ffff:") and "." in host:
-            host = host[7:]
-        return (host, client_address[1])
-    return (str(client_address or "unix"), 0)   # Unix sockets have no peer address
 
 
 def _format_peer(peer: tuple[str, int]) -> str:
