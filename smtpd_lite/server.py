@@ -19,6 +19,7 @@ from typing import Any, Tuple, Union
 from . import callbacks, grammar, proxy
 from . import options as options_table
 from .context import Registry, SessionContext
+from .lmtp import lmtp_session_class
 from .pool import ThreadPool
 from .session import SMTPSession
 from .signals import StopRequest
@@ -90,6 +91,8 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         if not callable(handler):
             raise TypeError("handler must be callable")
         self.settings = options_table.resolve(options)
+        if self.settings.lmtp and issubclass(RequestHandlerClass, SMTPSession):
+            RequestHandlerClass = lmtp_session_class(RequestHandlerClass)
         self.handler = handler
         self.appname = appname or "smtpd"
         self.hostname = hostname or socket.gethostname()

@@ -59,6 +59,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     request: socket.socket
 
+    greeting = replies.GREETING
+    transmission_protocol = "SMTP"      # for the Received header: SMTP or LMTP
+    hidden_verbs: frozenset[str] = frozenset()      # smtp_<VERB> methods HELP does not list
+
     def setup(self) -> None:
         # No rfile/wfile: Connection does bounded, deadline-aware I/O itself.
         context = cast(HasSessionContext, self.server).session_context
@@ -172,8 +176,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
     # -- the command loop ---------------------------------------------------
 
     def greet(self) -> None:
-        template = replies.GREETING_LMTP if self.settings.lmtp else replies.GREETING
-        self.reply(template.format(hostname=self.hostname, appname=self.context.appname))
+        self.reply(self.greeting.format(hostname=self.hostname, appname=self.context.appname))
 
     def handle_command(self) -> None:
         """Read one command line and dispatch it through the verb table.
@@ -318,14 +321,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
     def smtp_EHLO(self, argument: str) -> None:
         self._hello("EHLO", argument, esmtp=True)
 
-    def smtp_LHLO(self, argument: str) -> None:
-        self._hello("LHLO", argument, esmtp=True)
-
     def _hello(self, verb: str, argument: str, esmtp: bool) -> None:
-        if self.settings.lmtp != (verb == "LHLO"):
-            self.protocol_error(replies.WRONG_HELLO if self.settings.lmtp
-                                else replies.UNKNOWN_COMMAND)
-            return
         if not argument:
             self.protocol_error(replies.HELO_SYNTAX.format(verb=verb))
             return
@@ -371,7 +367,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.send_final(replies.CLOSING)
 
     def smtp_HELP(self, argument: str) -> None:
-        hidden = {"HELO", "EHLO"} if self.settings.lmtp else {"LHLO"}
+        hidden = set(self.hidden_verbs)
         if self.settings.tls_context is None:
             hidden.add("STARTTLS")
         if self.settings.auth_handler is None:
@@ -843,7 +839,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self.client.reverse_name = _reverse_lookup(self.client.peer[0])
         protocol = received.transmission_type(
             esmtp=self.client.esmtp, tls=self.client.tls, auth=self.client.auth_user is not None,
-            smtputf8=self.envelope.smtputf8, lmtp=self.settings.lmtp)
+            smtputf8=self.envelope.smtputf8, lmtp=self.transmission_protocol == "LMTP")
         return received.received_header(
             helo=self.client.helo, ip=self.client.peer[0], hostname=self.hostname,
             appname=self.context.appname, protocol=protocol, queue_id=queue_id,
@@ -876,7 +872,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         context = self.context
         extras = self.extras_for(context.handler_extras)
         rcpttos = envelope.addresses()
-        answers = len(rcpttos) if self.settings.lmtp else 1
+        answers = len(self.handler_replies(None, queued, rcpttos))     # for the watchdog
         self.conn.flush()           # the watchdog may write while we are in the handler
         self.lifecycle.enter_handler()
         watch = None
@@ -900,18 +896,17 @@ class SMTPSession(socketserver.StreamRequestHandler):
             logger.error("message handler returned %r after the client was told 451: "
                          "possible duplicate (queue id %s)", result, queue_id)
             return
-        if not self.settings.lmtp:
-            answered = [callbacks.result_reply(result, queued, "message handler")]
-        else:       # RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
-            answered = [callbacks.result_reply(result.get(rcptto) if isinstance(result, dict)
-                                               else result, queued, "message handler")
-                        for rcptto in rcpttos]
+        answered = self.handler_replies(result, queued, rcpttos)
         if logger.isEnabledFor(logging.INFO):   # the hot path formats nothing it need not
             logger.info("%s: client=%s from=<%s> to=<%s> size=%d reply=%s", queue_id,
                         _format_peer(self.client.peer), envelope.sender, ">,<".join(rcpttos), size,
                         " / ".join(answered))
         for text in answered:
             self.reply(text)
+
+    def handler_replies(self, result: object, queued: str, recipients: list[str]) -> list[str]:
+        """The replies to the end of a message for the handler's ``result``: one."""
+        return [callbacks.result_reply(result, queued, "message handler")]
 
     def _handler_overdue(self, answers: int, queue_id: str | None) -> None:
         """Watchdog thread: answer 451 for a handler that is still running."""
