@@ -78,11 +78,26 @@ class AddressError(ValueError):
 
 
 class ParameterError(ValueError):
-    """Bad ESMTP parameter syntax or value; ``name`` is the keyword if known."""
+    """Bad ESMTP parameter syntax or value; ``name`` is the keyword if known.
+
+    ``code`` names the reply in :data:`smtpd_lite.replies.PARSE_ERRORS`.
+    """
 
     def __init__(self, name: str | None = None) -> None:
         super().__init__(name)
         self.name = name
+
+    @property
+    def code(self) -> str:
+        return "parameter_syntax" if self.name is None else "parameter_value"
+
+
+class UnknownParameterError(ParameterError, LookupError):
+    """A keyword the session does not offer (555 5.5.4); ``name`` is the keyword."""
+
+    @property
+    def code(self) -> str:
+        return "unknown_parameter"
 
 
 def octets(text: str) -> int:
@@ -440,13 +455,13 @@ def check_parameters(parameters: Iterable[Parameter], checkers: Mapping[str, Che
     """Decode ``parse_parameters`` output into ``{KEYWORD: value or True}``.
 
     ``offered`` is the set of keywords the session advertises.  Unknown or
-    not-offered keywords raise ``LookupError(keyword)`` (555 5.5.4); bad values
-    raise :class:`ParameterError` (501 5.5.4).
+    not-offered keywords raise :class:`UnknownParameterError` (a LookupError,
+    555 5.5.4); bad values raise :class:`ParameterError` (501 5.5.4).
     """
     decoded: Params = {}
     for keyword, value in parameters:
         if keyword not in offered or keyword not in checkers:
-            raise LookupError(keyword)
+            raise UnknownParameterError(keyword)
         try:
             decoded[keyword] = checkers[keyword](value)
         except ValueError:

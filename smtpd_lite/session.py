@@ -23,7 +23,7 @@ from typing import IO, Any, Callable, cast
 from . import auth, callbacks, grammar, proxy, received, replies, tls
 from .connection import ClientGone, Connection, LineTooLong, SessionTimeout
 from .context import HasSessionContext, Lifecycle
-from .data import BARE_EOL, LINE_TOO_LONG, TOO_BIG, WRITE_FAILED, DataAssembler
+from .data import WRITE_FAILED, DataAssembler
 from .envelope import Client, Envelope, Recipient, close_sink, keyword_extras, peer_address
 
 logger = logging.getLogger("smtpd_lite")
@@ -385,14 +385,10 @@ class SMTPSession(socketserver.StreamRequestHandler):
         if vrfy_handler is None:
             self.reply(replies.VRFY_DEFAULT)
             return
-        try:
-            result = vrfy_handler(self.client.peer, argument)
-        except replies.SMTPError as error:
-            self.reply(error.reply)
-            return
-        except Exception:
-            logger.exception("vrfy_handler raised; answering 451")
-            self.reply(replies.LOCAL_ERROR)
+        result, failed = callbacks.call_user(vrfy_handler, (self.client.peer, argument), {},
+                                             "vrfy_handler")
+        if failed is not None:
+            self.reply(failed)
             return
         reply = replies.VRFY_DEFAULT if result is None else replies.validate_reply(result)
         if reply is None:
@@ -506,13 +502,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
         try:
             parsed = grammar.parse_parameters(text, smtputf8=smtputf8)
             return grammar.check_parameters(parsed, checkers, offered)
-        except LookupError as error:
-            self.protocol_error(replies.UNKNOWN_PARAMETER.format(name=error.args[0]))
         except grammar.ParameterError as error:
-            if error.name is None:
-                self.protocol_error(replies.BAD_PARAMETER_SYNTAX)
-            else:
-                self.protocol_error(replies.BAD_PARAMETER_VALUE.format(name=error.name))
+            self.protocol_error(replies.PARSE_ERRORS[error.code].format(name=error.name))
         return None
 
     def _address(self, path: str, smtputf8: bool, syntax_reply: str,
@@ -522,12 +513,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             return grammar.parse_path(path, smtputf8=smtputf8,
                                       strict=self.settings.strict_addresses, **rules)
         except grammar.AddressError as error:
-            if error.reason == "non_ascii":
-                self.protocol_error(replies.NON_ASCII_ADDRESS)
-            elif error.reason == "bad_utf8":
-                self.protocol_error(replies.BAD_UTF8)
-            else:
-                self.protocol_error(syntax_reply)
+            self.protocol_error(replies.PARSE_ERRORS.get(error.reason, syntax_reply))
         return None
 
     # -- TLS (RFC 3207, RFC 8314) ----------------------------------------------
@@ -609,8 +595,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
             return
         try:
             credentials = self.sasl_exchange(mechanism, initial)
-        except auth.AuthSyntaxError:
-            self.protocol_error(replies.AUTH_BAD_RESPONSE)
+        except auth.AuthSyntaxError as error:
+            self.protocol_error(replies.PARSE_ERRORS[error.code])
             return
         except _Cancelled as cancelled:
             self.protocol_error(cancelled.reply)
@@ -661,14 +647,11 @@ class SMTPSession(socketserver.StreamRequestHandler):
         auth_handler = self.settings.auth_handler
         verdict: object = False         # refused before asking (PLAIN authzid)
         if password is not None and auth_handler is not None:
-            try:
-                verdict = auth_handler(self.client.peer, mechanism, username, password, shared)
-            except replies.SMTPError as error:
-                self.reply(error.reply)
-                return
-            except Exception:
-                logger.exception("auth_handler raised; answering 454")
-                self.reply(replies.AUTH_TEMPORARY_FAILURE)
+            verdict, failed = callbacks.call_user(
+                auth_handler, (self.client.peer, mechanism, username, password, shared), {},
+                "auth_handler", replies.AUTH_TEMPORARY_FAILURE)
+            if failed is not None:
+                self.reply(failed)
                 return
         if verdict:
             self.client.auth_user = username
@@ -742,7 +725,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
                          _format_peer(self.client.peer), assembler.write_error)
         close_sink(assembler.sink)
         self.discard_transaction()
-        self.reply(_CONTENT_ERRORS[error])
+        self.reply(replies.PARSE_ERRORS[error])
 
     def smtp_BDAT(self, argument: str) -> None:
         size, last = grammar.parse_bdat(argument)
@@ -880,13 +863,9 @@ class SMTPSession(socketserver.StreamRequestHandler):
             watch = context.watchdog.watch(
                 self.settings.handler_timeout, lambda: self._handler_overdue(answers, queue_id))
         try:
-            result = context.handler(self.client.peer, envelope.sender, list(rcpttos), data,
-                                         **extras)
-        except replies.SMTPError as error:
-            result = error
-        except Exception:
-            logger.exception("message handler raised; answering 451 (queue id %s)", queue_id)
-            result = replies.LOCAL_ERROR
+            result, failed = callbacks.call_user(
+                context.handler, (self.client.peer, envelope.sender, list(rcpttos), data), extras,
+                "message handler", queue_id=queue_id)
         finally:
             sink.close()
             self.discard_transaction()
@@ -894,9 +873,11 @@ class SMTPSession(socketserver.StreamRequestHandler):
                 context.watchdog.cancel(watch)
         if self.lifecycle.leave_handler():      # waits for a watchdog write in progress
             logger.error("message handler returned %r after the client was told 451: "
-                         "possible duplicate (queue id %s)", result, queue_id)
+                         "possible duplicate (queue id %s)", result if failed is None else failed,
+                         queue_id)
             return
-        answered = self.handler_replies(result, queued, rcpttos)
+        answered = self.handler_replies(result, queued, rcpttos) if failed is None \
+            else [failed] * answers
         if logger.isEnabledFor(logging.INFO):   # the hot path formats nothing it need not
             logger.info("%s: client=%s from=<%s> to=<%s> size=%d reply=%s", queue_id,
                         _format_peer(self.client.peer), envelope.sender, ">,<".join(rcpttos), size,
@@ -918,11 +899,6 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self.conn.send_now((replies.LOCAL_ERROR + "\r\n").encode() * answers)
 
         self.lifecycle.answer_for_handler(answer)
-
-
-# What the client hears when DataAssembler refused the content.
-_CONTENT_ERRORS = {TOO_BIG: replies.SIZE_EXCEEDED, LINE_TOO_LONG: replies.DATA_LINE_TOO_LONG,
-                   BARE_EOL: replies.BARE_EOL, WRITE_FAILED: replies.LOCAL_ERROR}
 
 
 class _Cancelled(Exception):
