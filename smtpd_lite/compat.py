@@ -234,12 +234,7 @@ class SMTPChannel(SMTPSession):
         if self.enable_SMTPUTF8:
             lines.append("SMTPUTF8")
             self.command_size_limits["MAIL"] += 10
-        if self.settings.tls_context is not None and not self.client.tls:
-            lines.append("STARTTLS")
-        mechanisms = self.auth_mechanisms_now()
-        if mechanisms:
-            lines.append("AUTH " + " ".join(mechanisms))
-        lines.append("HELP")
+        lines += self.offer.adverts(self.settings, self.client, ("STARTTLS", "AUTH", "HELP"))
         self.push("\r\n".join("250-" + line for line in lines[:-1]) + "\r\n250 " + lines[-1])
 
     def smtp_STARTTLS(self, arg: str) -> None:

@@ -25,6 +25,7 @@ from typing import Any, Callable, NamedTuple, Protocol
 
 from . import replies
 from .envelope import peer_address
+from .extensions import Offer
 from .options import Settings
 from .proxy import Network
 from .watchdog import Watchdog
@@ -54,6 +55,7 @@ class SessionContext(NamedTuple):
     trusted_networks: tuple[Network, ...]   # who may send a PROXY header
     watchdog: Watchdog                  # answers for a handler past handler_timeout
     registry: Registry
+    offer: Offer                        # the extensions and what they allow
     busy_poll_seconds: float            # passed on to the Connection
     has_one_session: Callable[[], bool]
 

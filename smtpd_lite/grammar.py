@@ -445,9 +445,13 @@ def _orcpt(value: str | None) -> str:
     return "%s;%s" % (addr_type.lower(), decode_xtext(address))
 
 
-MAIL_PARAMETERS: dict[str, Checker] = {"SIZE": _size, "BODY": _body, "SMTPUTF8": _flag,
-                                       "RET": _ret, "ENVID": _envid, "AUTH": _auth}
-RCPT_PARAMETERS: dict[str, Checker] = {"NOTIFY": _notify, "ORCPT": _orcpt}
+#: The value checker of every ESMTP parameter we understand; which of them
+#: MAIL and RCPT accept is said by smtpd_lite.extensions, extension by extension.
+PARAMETER_CHECKERS: dict[str, Checker] = {
+    "SIZE": _size, "BODY": _body, "SMTPUTF8": _flag,        # RFC 1870, 6152 + 3030, 6531
+    "RET": _ret, "ENVID": _envid, "NOTIFY": _notify, "ORCPT": _orcpt,      # RFC 3461
+    "AUTH": _auth,                                          # RFC 4954 §5
+}
 
 
 def check_parameters(parameters: Iterable[Parameter], checkers: Mapping[str, Checker],

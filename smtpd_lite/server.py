@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Tuple, Union
 
-from . import callbacks, grammar, proxy
+from . import callbacks, extensions, grammar, proxy
 from . import options as options_table
 from .context import Registry, SessionContext
 from .lmtp import lmtp_session_class
@@ -136,7 +136,8 @@ class SMTPServer(socketserver.ThreadingTCPServer):
             mail_extras=_accepted_extras(settings.mail_handler),
             rcpt_extras=_accepted_extras(settings.rcpt_handler),
             trusted_networks=self.trusted_networks, watchdog=self.watchdog,
-            registry=self._registry, busy_poll_seconds=self.busy_poll_seconds,
+            registry=self._registry, offer=extensions.offered(settings),
+            busy_poll_seconds=self.busy_poll_seconds,
             has_one_session=self._registry.has_one_connection)
 
     def serve_forever(self, poll_interval: float = 0.1) -> None:

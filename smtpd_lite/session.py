@@ -18,9 +18,9 @@ import socketserver
 import ssl
 import tempfile
 import time
-from typing import IO, Any, Callable, cast
+from typing import IO, Any, Callable, Container, cast
 
-from . import auth, callbacks, grammar, proxy, received, replies, tls
+from . import auth, callbacks, extensions, grammar, proxy, received, replies, tls
 from .connection import ClientGone, Connection, LineTooLong, SessionTimeout
 from .context import HasSessionContext, Lifecycle
 from .data import WRITE_FAILED, DataAssembler
@@ -68,6 +68,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         context = cast(HasSessionContext, self.server).session_context
         self.context = context
         self.settings = context.settings
+        self.offer = context.offer
         self.hostname = context.hostname
         sock = self.connection = self.request
         if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -339,16 +340,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def extensions(self) -> list[str]:
         """The EHLO keywords, in the order they are advertised."""
-        size = self.settings.max_size
-        keywords = ["PIPELINING", "SIZE %d" % size if size else "SIZE", "8BITMIME",
-                    "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "BINARYMIME", "DSN"]
-        if self.settings.tls_context is not None and not self.client.tls:
-            keywords.append("STARTTLS")
-        mechanisms = self.auth_mechanisms_now()
-        if mechanisms:
-            keywords.append("AUTH " + " ".join(mechanisms))
-        keywords.append("HELP")
-        return keywords
+        return self.offer.adverts(self.settings, self.client)
 
     def smtp_NOOP(self, argument: str) -> None:
         self.reply(replies.OK)
@@ -367,11 +359,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.send_final(replies.CLOSING)
 
     def smtp_HELP(self, argument: str) -> None:
-        hidden = set(self.hidden_verbs)
-        if self.settings.tls_context is None:
-            hidden.add("STARTTLS")
-        if self.settings.auth_handler is None:
-            hidden.add("AUTH")
+        hidden = self.offer.missing_verbs | self.hidden_verbs
         commands = sorted(name[5:] for name in dir(self)
                           if name.startswith("smtp_") and name[5:] not in hidden)
         self.reply(replies.HELP.format(commands=" ".join(commands)))
@@ -418,8 +406,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self.protocol_error(replies.MAIL_SYNTAX)
             return
         path, parameter_text = split
-        parameters = self._parameters(parameter_text, grammar.MAIL_PARAMETERS,
-                                      self.mail_keywords())
+        parameters = self._parameters(parameter_text, extensions.MAIL_PARAMETERS,
+                                      self.offer.mail_parameters if self.client.esmtp else ())
         if parameters is None:
             return
         size = parameters.get("SIZE")
@@ -448,15 +436,6 @@ class SMTPSession(socketserver.StreamRequestHandler):
         envelope.sender = address
         self.reply(replies.MAIL_OK)
 
-    def mail_keywords(self) -> set[str]:
-        """MAIL parameters this session offers (none after plain HELO)."""
-        if not self.client.esmtp:
-            return set()
-        keywords = {"SIZE", "BODY", "SMTPUTF8", "RET", "ENVID"}
-        if self.settings.auth_handler is not None:
-            keywords.add("AUTH")        # RFC 4954 §5
-        return keywords
-
     def smtp_RCPT(self, argument: str) -> None:
         if self.tls_missing():
             return
@@ -468,8 +447,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self.protocol_error(replies.RCPT_SYNTAX)
             return
         path, parameter_text = split
-        offered = {"NOTIFY", "ORCPT"} if self.client.esmtp else set()
-        parameters = self._parameters(parameter_text, grammar.RCPT_PARAMETERS, offered)
+        parameters = self._parameters(parameter_text, extensions.RCPT_PARAMETERS,
+                                      self.offer.rcpt_parameters if self.client.esmtp else ())
         if parameters is None:
             return
         address = self._address(path, self.envelope.smtputf8, replies.BAD_RECIPIENT,
@@ -494,8 +473,9 @@ class SMTPSession(socketserver.StreamRequestHandler):
         self.reply(replies.RCPT_OK)
 
     def _parameters(self, text: str, checkers: dict[str, grammar.Checker],
-                    offered: set[str]) -> grammar.Params | None:
-        """Decoded ESMTP parameters, or None after answering the error."""
+                    offered: Container[str]) -> grammar.Params | None:
+        """Decoded ESMTP parameters, or None after answering the error (none are
+        offered after plain HELO)."""
         if not text:
             return {}
         smtputf8 = self.envelope.smtputf8 or "SMTPUTF8" in text.upper().split()
@@ -526,7 +506,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         return False
 
     def smtp_STARTTLS(self, argument: str) -> None:
-        if self.settings.tls_context is None:
+        if "STARTTLS" in self.offer.missing_verbs:
             self.protocol_error(replies.TLS_NOT_AVAILABLE)
             return
         if argument:
@@ -556,18 +536,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     # -- AUTH (RFC 4954) -----------------------------------------------------------
 
-    def auth_mechanisms_now(self) -> tuple[str, ...]:
-        """The mechanisms AUTH offers at this point of the session."""
-        if self.settings.auth_handler is None:
-            return ()
-        if self.settings.require_tls and not self.client.tls:
-            return ()
-        plaintext_ok = self.client.tls or self.settings.auth_allow_plaintext
-        return tuple(name for name in self.settings.auth_mechanisms
-                     if plaintext_ok or name not in auth.PLAINTEXT_MECHANISMS)
-
     def smtp_AUTH(self, argument: str) -> None:
-        if self.settings.auth_handler is None:
+        if "AUTH" in self.offer.missing_verbs:
             self.protocol_error(replies.AUTH_NOT_AVAILABLE)
             return
         if self.tls_missing():
@@ -590,7 +560,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
         if mechanism not in self.settings.auth_mechanisms:
             self.protocol_error(replies.AUTH_UNKNOWN_MECHANISM)
             return
-        if mechanism not in self.auth_mechanisms_now():
+        if mechanism not in extensions.auth_mechanisms(self.settings, self.client):
             self.protocol_error(replies.AUTH_NEEDS_ENCRYPTION)
             return
         try:
