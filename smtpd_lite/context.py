@@ -21,10 +21,11 @@ import collections
 import enum
 import threading
 import time
-from typing import Any, Callable, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Protocol
 
 from . import replies
-from .envelope import peer_address
+from .connection import Connection
+from .envelope import Client, Envelope, peer_address
 from .extensions import Offer
 from .options import Settings
 from .proxy import Network
@@ -58,6 +59,45 @@ class SessionContext(NamedTuple):
     offer: Offer                        # the extensions and what they allow
     busy_poll_seconds: float            # passed on to the Connection
     has_one_session: Callable[[], bool]
+
+
+class SessionParts:
+    """What the parts of a session share: ``SMTPSession`` in session.py, with
+    ``AuthCommand`` (auth_command.py) and ``MessageContent`` (content.py).
+
+    Declarations only, for type checkers: the session sets these up in
+    ``setup`` and defines the methods.
+    """
+
+    if TYPE_CHECKING:
+        context: SessionContext
+        settings: Settings
+        hostname: str
+        offer: Offer
+        client: Client              # per connection
+        envelope: Envelope          # per transaction
+        conn: Connection
+        lifecycle: Lifecycle
+        trace: bool                 # log_protocol, and its logger enabled
+        transmission_protocol: str
+
+        def reply(self, text: str) -> None:
+            raise NotImplementedError
+
+        def protocol_error(self, text: str) -> None:
+            raise NotImplementedError
+
+        def send_final(self, text: str) -> None:
+            raise NotImplementedError
+
+        def gate(self, verb: str) -> str | None:
+            raise NotImplementedError
+
+        def tls_missing(self) -> bool:
+            raise NotImplementedError
+
+        def discard_transaction(self) -> None:
+            raise NotImplementedError
 
 
 class HasSessionContext(Protocol):

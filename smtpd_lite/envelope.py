@@ -27,6 +27,12 @@ def peer_address(client_address: Any) -> tuple[str, int]:
     return (str(client_address or "unix"), 0)   # Unix sockets have no peer address
 
 
+def format_peer(peer: tuple[str, int]) -> str:
+    """``host:port`` for the logs, ``[host]:port`` for IPv6."""
+    host, port = peer
+    return "[%s]:%s" % (host, port) if ":" in host else "%s:%s" % (host, port)
+
+
 class Client:
     """What the session knows of its client for the whole connection."""
 

@@ -5,26 +5,26 @@ command line → ``smtp_<VERB>`` method (the verb table, as
 ``http.server`` looks up ``do_<METHOD>``) → state change → reply; DATA and
 BDAT go through :class:`~smtpd_lite.data.DataAssembler` to the handler.
 Subclass and add ``smtp_XYZZY`` to support a new verb.
+
+The verbs of the envelope and the command loop are here; AUTH is in
+:mod:`smtpd_lite.auth_command`, DATA, BDAT and delivery in
+:mod:`smtpd_lite.content`, both parts of the one class.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import os
-import random
 import socket
 import socketserver
-import ssl
-import tempfile
-import time
-from typing import IO, Any, Callable, Container, cast
+from typing import Container, cast
 
-from . import auth, callbacks, extensions, grammar, proxy, received, replies, tls
+from . import callbacks, extensions, grammar, proxy, replies
+from .auth_command import AUTH_LINE_LIMIT, AuthCommand, is_auth_line
 from .connection import ClientGone, Connection, LineTooLong, SessionTimeout
+from .content import MessageContent
 from .context import HasSessionContext, Lifecycle
-from .data import WRITE_FAILED, DataAssembler
-from .envelope import Client, Envelope, Recipient, close_sink, keyword_extras, peer_address
+from .envelope import Client, Envelope, Recipient, peer_address
+from .envelope import format_peer as _format_peer
 
 logger = logging.getLogger("smtpd_lite")
 protocol_logger = logging.getLogger("smtpd_lite.protocol")
@@ -32,29 +32,40 @@ protocol_logger = logging.getLogger("smtpd_lite.protocol")
 # RFC 5321 §4.5.3.1.4 allows 512 octets; SIZE, DSN (ENVID, ORCPT), AUTH= and
 # SMTPUTF8 each extend MAIL/RCPT (RFC 1870, 3461, 4954, 6531): 1280 covers all.
 COMMAND_LINE_LIMIT = 1280
-# RFC 4954 §4: AUTH command and response lines up to 12288 octets.
-AUTH_LINE_LIMIT = 12288 + 2
 # Seconds the reply that ends a session may take to leave (at most timeout).
 FINAL_REPLY_TIMEOUT = 5.0
 
 
-# Queue ids are unique, not secret: a generator needs no system call.  It is
-# our own, so an application that seeds the random module cannot make ids
-# repeat, and it is reseeded in forked workers as the module's own is.
-_queue_ids = random.Random()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_queue_ids.seed)
+class SMTPSession(AuthCommand, MessageContent, socketserver.StreamRequestHandler):
+    """Serves one SMTP client (LMTP: :class:`~smtpd_lite.lmtp.LMTPSession`).
 
+    ``self.server`` is the SMTPServer, of which the session reads only
+    ``server.session_context``.  What it knows lives in ``self.client``
+    (the connection) and ``self.envelope`` (the transaction).
 
-def new_queue_id() -> str:
-    """16 hex digits that name one message in replies, headers and logs."""
-    return "%016X" % _queue_ids.getrandbits(64)
+    Supported for subclasses, as ``http.server`` documents its handler's:
 
+    - ``smtp_<VERB>(argument)``: one method per command; add one to add a verb.
+    - ``reply(text)``, ``protocol_error(text)``: answer the command.
+    - ``extensions()``: the EHLO keywords, in order.
 
-class SMTPSession(socketserver.StreamRequestHandler):
-    """Serves one SMTP (or LMTP) client; ``self.server`` is the SMTPServer.
+    Hooks the package's own subclasses override (compat, testing, lmtp),
+    internal and subject to change: ``greet``, ``handle_command``,
+    ``command_too_long``, ``send_final``, ``discard_transaction``,
+    ``deliver``, ``extras_for``, ``handler_replies``; the server calls
+    ``stop`` and ``abort``; the session's parts share ``gate``,
+    ``tls_missing`` and ``chunks_too_slow``.  Everything else carries an
+    underscore.
 
-    Of its server a session reads only ``server.session_context``.
+    It is a :class:`socketserver.StreamRequestHandler` for its life cycle
+    (``setup``, ``handle``, ``finish``, ``self.request``,
+    ``self.client_address``), but it has no ``rfile``/``wfile`` and ignores
+    ``timeout``, ``rbufsize``, ``wbufsize`` and ``disable_nagle_algorithm``:
+    each command has a deadline for the whole line, not per ``recv``, and
+    reads are bounded by a limit per line, which a file object cannot give.
+    ``self.conn``, a :class:`~smtpd_lite.connection.Connection`, does that
+    buffered, deadline-aware I/O instead (and batches the replies), with
+    ``options.timeout`` and ``write_timeout``; Nagle is always off on TCP.
     """
 
     request: socket.socket
@@ -89,11 +100,11 @@ class SMTPSession(socketserver.StreamRequestHandler):
 
     def handle(self) -> None:
         try:
-            if self.settings.proxy_protocol and not self.read_proxy_header():
+            if self.settings.proxy_protocol and not self._read_proxy_header():
                 return
             if self.settings.implicit_tls:
                 self.conn.start_deadline()
-                self.start_tls()
+                self._start_tls()
             if not self.context.registry.admit(self, self.client.peer[0]):
                 logger.warning("%s: too many connections from this address",
                                _format_peer(self.client.peer))
@@ -121,7 +132,7 @@ class SMTPSession(socketserver.StreamRequestHandler):
             self.conn.sock.close()
         self.context.registry.remove(self)
 
-    def read_proxy_header(self) -> bool:
+    def _read_proxy_header(self) -> bool:
         """Take the client address from a PROXY v1/v2 header; False to drop the connection.
 
         Only trusted proxies may send one, and it must come first and whole
@@ -194,18 +205,18 @@ class SMTPSession(socketserver.StreamRequestHandler):
         try:
             raw = self.conn.read_line(AUTH_LINE_LIMIT)
         except LineTooLong as error:
-            self.protocol_error(replies.AUTH_LINE_TOO_LONG if _is_auth(error.head)
+            self.protocol_error(replies.AUTH_LINE_TOO_LONG if is_auth_line(error.head)
                                 else replies.LINE_TOO_LONG)
             return
         finally:
             lifecycle.command_read()
         if lifecycle.stopped:
             raise ClientGone("server shutting down")
-        if self._bdat_too_slow():       # commands between chunks do not stop the clock
+        if self.chunks_too_slow():       # commands between chunks do not stop the clock
             raise SessionTimeout()
         if self.trace:
             protocol_logger.debug("%s < %r", _format_peer(self.client.peer), _redact(raw))
-        if len(raw) > COMMAND_LINE_LIMIT and not _is_auth(raw):
+        if len(raw) > COMMAND_LINE_LIMIT and not is_auth_line(raw):
             self.protocol_error(replies.LINE_TOO_LONG)
             return
         if not raw.endswith(b"\r\n"):
@@ -517,14 +528,14 @@ class SMTPSession(socketserver.StreamRequestHandler):
             return
         self.reply(replies.READY_FOR_TLS)
         self.conn.start_deadline()      # the handshake gets a whole timeout of its own
-        self.start_tls()
+        self._start_tls()
         # RFC 3207 §4.2: forget everything learnt before TLS.
         self.discard_transaction()
         self.client.helo = None
         self.client.esmtp = False
         self.client.auth_user = None
 
-    def start_tls(self) -> None:
+    def _start_tls(self) -> None:
         context = self.settings.tls_context
         assert context is not None      # options.resolve: implicit_tls needs it
         try:
@@ -533,360 +544,6 @@ class SMTPSession(socketserver.StreamRequestHandler):
             logger.info("%s: %s", _format_peer(self.client.peer), error)
             raise
         self.client.tls = True
-
-    # -- AUTH (RFC 4954) -----------------------------------------------------------
-
-    def smtp_AUTH(self, argument: str) -> None:
-        if "AUTH" in self.offer.missing_verbs:
-            self.protocol_error(replies.AUTH_NOT_AVAILABLE)
-            return
-        if self.tls_missing():
-            return
-        if self.client.helo is None:
-            self.protocol_error(replies.NEED_HELO)
-            return
-        if self.client.auth_user is not None:
-            self.protocol_error(replies.AUTH_ALREADY_DONE)
-            return
-        if self.envelope.sender is not None:
-            self.protocol_error(replies.AUTH_IN_TRANSACTION)
-            return
-        words = argument.split(" ")
-        if not argument or len(words) > 2:
-            self.protocol_error(replies.AUTH_SYNTAX)
-            return
-        mechanism = words[0].upper()
-        initial = words[1] if len(words) == 2 else None
-        if mechanism not in self.settings.auth_mechanisms:
-            self.protocol_error(replies.AUTH_UNKNOWN_MECHANISM)
-            return
-        if mechanism not in extensions.auth_mechanisms(self.settings, self.client):
-            self.protocol_error(replies.AUTH_NEEDS_ENCRYPTION)
-            return
-        try:
-            credentials = self.sasl_exchange(mechanism, initial)
-        except auth.AuthSyntaxError as error:
-            self.protocol_error(replies.PARSE_ERRORS[error.code])
-            return
-        except _Cancelled as cancelled:
-            self.protocol_error(cancelled.reply)
-            return
-        self.check_credentials(mechanism, *credentials)
-
-    def sasl_exchange(self, mechanism: str,
-                      initial: str | None) -> tuple[str, str | None, str | None]:
-        """Run the challenges; return (username, password, shared) as sent."""
-        if mechanism == "PLAIN":
-            authzid, username, password = auth.parse_plain(self.sasl_response("", initial))
-            if authzid and authzid != username:
-                # RFC 4616 allows proxy authorisation; we do not offer it.
-                return username, None, None
-            return username, password, None
-        if mechanism == "LOGIN":
-            username = auth.decode_login_field(
-                self.sasl_response(auth.LOGIN_USERNAME_CHALLENGE, initial))
-            password = auth.decode_login_field(
-                self.sasl_response(auth.LOGIN_PASSWORD_CHALLENGE, None))
-            return username, password, None
-        challenge = auth.new_cram_md5_challenge(self.hostname)
-        response = self.sasl_response(auth.encode_challenge(challenge.encode()), initial)
-        username, digest = auth.parse_cram_md5(response)
-        return username, digest, challenge
-
-    def sasl_response(self, challenge: str, initial: str | None) -> bytes:
-        """The decoded client response: ``initial`` if given, else after a 334."""
-        if initial is None:
-            self.reply(replies.AUTH_CHALLENGE.format(challenge=challenge))
-            self.conn.start_deadline()
-            try:
-                raw = self.conn.read_line(AUTH_LINE_LIMIT)
-            except LineTooLong:
-                raise _Cancelled(replies.AUTH_LINE_TOO_LONG) from None
-            if self.trace:
-                protocol_logger.debug("%s < (authentication response redacted)",
-                                      _format_peer(self.client.peer))
-            if not raw.endswith(b"\r\n"):
-                raise _Cancelled(replies.BARE_LINE_FEED)
-            initial = raw[:-2].decode("ascii", "surrogateescape")
-        if initial == auth.CANCEL:
-            raise _Cancelled(replies.AUTH_CANCELLED)
-        return auth.decode_response(initial)
-
-    def check_credentials(self, mechanism: str, username: str, password: str | None,
-                          shared: str | None) -> None:
-        auth_handler = self.settings.auth_handler
-        verdict: object = False         # refused before asking (PLAIN authzid)
-        if password is not None and auth_handler is not None:
-            verdict, failed = callbacks.call_user(
-                auth_handler, (self.client.peer, mechanism, username, password, shared), {},
-                "auth_handler", replies.AUTH_TEMPORARY_FAILURE)
-            if failed is not None:
-                self.reply(failed)
-                return
-        if verdict:
-            self.client.auth_user = username
-            logger.info("%s: authenticated as %r (%s)", _format_peer(self.client.peer), username,
-                        mechanism)
-            self.reply(replies.AUTH_SUCCEEDED)
-            return
-        self.client.auth_failures += 1
-        logger.warning("%s: authentication failed for %r (%s)", _format_peer(self.client.peer),
-                       username, mechanism)
-        self.conn.flush()
-        time.sleep(self.auth_failure_delay)     # slows down password guessing
-        limit = self.settings.max_auth_failures
-        if limit and self.client.auth_failures >= limit:
-            # The 421 is this AUTH's only reply: one reply per command.
-            self.send_final(replies.TOO_MANY_AUTH_FAILURES.format(hostname=self.hostname))
-            return
-        self.reply(replies.AUTH_FAILED)
-
-    # Seconds to wait before answering a failed AUTH; a class attribute so
-    # tests and subclasses can change it.
-    auth_failure_delay = 0.5
-
-    # -- message content -----------------------------------------------------
-
-    def smtp_DATA(self, argument: str) -> None:
-        if self.tls_missing():
-            return
-        if argument:
-            self.protocol_error(replies.NO_ARGUMENT_ALLOWED.format(verb="DATA"))
-            return
-        envelope = self.envelope
-        if envelope.sender is None:
-            self.protocol_error(replies.NEED_MAIL)
-            return
-        if not envelope.recipients:
-            self.protocol_error(replies.NEED_RCPT)
-            return
-        if envelope.chunks is not None or envelope.mail_params.get("BODY") == "BINARYMIME":
-            self.protocol_error(replies.DATA_AFTER_BDAT)
-            return
-        # RFC 2920 §3.1: DATA ends a pipelined group.  A client that sends
-        # the message before our 354 is not speaking SMTP (or is smuggling).
-        if self.conn.has_pending_input():
-            logger.info("%s: data sent before the 354 reply", _format_peer(self.client.peer))
-            self.send_final(replies.PIPELINED_DATA)
-            return
-        self.reply(replies.START_DATA)
-        assembler = self.new_assembler()
-        self.conn.start_data_phase(self.settings.min_data_rate)
-        try:
-            rest = None
-            while rest is None:
-                rest = assembler.feed(self.conn.read_some())
-        except BaseException:
-            close_sink(assembler.sink)
-            raise
-        finally:
-            self.conn.end_data_phase()
-        self.conn.unread(rest)
-        self.complete(assembler)
-
-    def complete(self, assembler: DataAssembler) -> None:
-        """The message is all here: refuse it for what the assembler found, or deliver."""
-        error = assembler.error
-        if error is None:
-            self.deliver(assembler.sink)
-            return
-        if error == WRITE_FAILED:
-            logger.error("%s: message not stored (%s); answering 451",
-                         _format_peer(self.client.peer), assembler.write_error)
-        close_sink(assembler.sink)
-        self.discard_transaction()
-        self.reply(replies.PARSE_ERRORS[error])
-
-    def smtp_BDAT(self, argument: str) -> None:
-        size, last = grammar.parse_bdat(argument)
-        if size is None:
-            # The chunk follows, but where it ends is unknown: reading on
-            # would run the client's message content as commands.
-            logger.info("%s: BDAT without a usable size; closing", _format_peer(self.client.peer))
-            self.send_final(replies.BDAT_BAD_SIZE.format(hostname=self.hostname))
-            return
-        if last is None:
-            # RFC 3030 §2: a refused chunk fails the transaction.
-            self.read_chunk(size, _discard)
-            self.discard_transaction()
-            self.protocol_error(replies.BDAT_SYNTAX)
-            return
-        # RFC 3030 §3: the chunk is always read, whatever the answer, so the
-        # client's next command is read in step; then BDAT is gated as any
-        # other verb (RFC 3207 §4, RFC 4954 §6).
-        refusal = self.gate("")
-        if refusal is not None:
-            self.read_chunk(size, _discard)
-            self.protocol_error(refusal)
-            return
-        envelope = self.envelope
-        if envelope.sender is None or not envelope.recipients:
-            self.read_chunk(size, _discard)
-            self.protocol_error(replies.NEED_MAIL if envelope.sender is None else replies.NEED_RCPT)
-            return
-        if envelope.chunks is None:
-            # RFC 3030 §3: without BINARYMIME the content is still lines, so
-            # bare CR/LF and line limits apply as for DATA (a relay would
-            # otherwise carry smuggling sequences downstream).
-            envelope.chunks = self.new_assembler(
-                binary=envelope.mail_params.get("BODY") == "BINARYMIME")
-            envelope.chunks_deadline = time.monotonic() + self.settings.timeout
-        elif self._bdat_too_slow():
-            raise SessionTimeout()
-        assembler = envelope.chunks
-        if self.settings.max_size and assembler.received + size > self.settings.max_size:
-            self.read_chunk(size, _discard)
-            self.discard_transaction()
-            self.reply(replies.SIZE_EXCEEDED)
-            return
-        self.read_chunk(size, assembler.add_chunk)
-        if self.settings.min_data_rate:
-            # As within a chunk: each octet buys 1 / min_data_rate seconds,
-            # never more than timeout ahead, so octets sent fast early on
-            # do not pay for a long idle (NOOPs) with the message held.
-            envelope.chunks_deadline = min(envelope.chunks_deadline
-                                           + size / self.settings.min_data_rate,
-                                           time.monotonic() + self.settings.timeout)
-        if not last:
-            self.reply(replies.CHUNK_RECEIVED.format(size=size))
-            return
-        envelope.chunks = None
-        assembler.finish()
-        self.complete(assembler)
-
-    def _bdat_too_slow(self) -> bool:
-        """min_data_rate over the whole message: small chunks, each just in time, add up."""
-        settings = self.settings
-        if not settings.min_data_rate or not settings.timeout or self.envelope.chunks is None:
-            return False
-        return time.monotonic() > self.envelope.chunks_deadline
-
-    def read_chunk(self, size: int, write: Callable[[bytes], object]) -> None:
-        self.conn.start_data_phase(self.settings.min_data_rate)
-        try:
-            self.conn.read_exact(size, write)
-        finally:
-            self.conn.end_data_phase()
-
-    def new_assembler(self, binary: bool = False) -> DataAssembler:
-        settings = self.settings
-        return DataAssembler(self.new_message(), max_size=settings.max_size,
-                             max_line_length=settings.max_line_length,
-                             bare_eol=settings.bare_eol, binary=binary)
-
-    def new_message(self) -> IO[bytes]:
-        """A sink for the next message, starting with the Received header."""
-        self.envelope.queue_id = queue_id = new_queue_id()
-        settings = self.settings
-        sink: IO[bytes]
-        if settings.data_as_file:
-            sink = tempfile.SpooledTemporaryFile(max_size=settings.spool_threshold)
-        else:
-            sink = io.BytesIO()
-        if settings.received_header:
-            sink.write(self.received_header(queue_id))
-        return sink
-
-    def received_header(self, queue_id: str) -> bytes:
-        if self.settings.reverse_dns and self.client.reverse_name is None:
-            self.client.reverse_name = _reverse_lookup(self.client.peer[0])
-        protocol = received.transmission_type(
-            esmtp=self.client.esmtp, tls=self.client.tls, auth=self.client.auth_user is not None,
-            smtputf8=self.envelope.smtputf8, lmtp=self.transmission_protocol == "LMTP")
-        return received.received_header(
-            helo=self.client.helo, ip=self.client.peer[0], hostname=self.hostname,
-            appname=self.context.appname, protocol=protocol, queue_id=queue_id,
-            recipients=self.envelope.addresses(), reverse_name=self.client.reverse_name or None,
-            tls_comment=self.tls_comment())
-
-    def tls_comment(self) -> str | None:
-        sock = self.conn.sock
-        return tls.describe(sock) if isinstance(sock, ssl.SSLSocket) else None
-
-    # -- delivery -------------------------------------------------------------
-
-    def extras_for(self, names: frozenset[str]) -> dict[str, Any]:
-        """The keyword extras ``names`` (queue_id, helo, tls, ...) a callback accepts, now."""
-        return keyword_extras(names, self.client, self.envelope) if names else {}
-
-    def deliver(self, sink: IO[bytes]) -> None:
-        """Call the message handler and answer for it (once per recipient in LMTP)."""
-        data: bytes | IO[bytes]
-        size = sink.tell()              # the assembler wrote it all, Received: included
-        if isinstance(sink, io.BytesIO):
-            data = sink.getvalue()      # no copy: BytesIO hands over its buffer
-            sink.close()
-        else:
-            sink.seek(0)
-            data = sink
-        envelope = self.envelope        # reset before we answer; this one stays whole
-        queue_id = envelope.queue_id
-        queued = replies.QUEUED.format(queue_id=queue_id)
-        context = self.context
-        extras = self.extras_for(context.handler_extras)
-        rcpttos = envelope.addresses()
-        answers = len(self.handler_replies(None, queued, rcpttos))     # for the watchdog
-        self.conn.flush()           # the watchdog may write while we are in the handler
-        self.lifecycle.enter_handler()
-        watch = None
-        if self.settings.handler_timeout:
-            watch = context.watchdog.watch(
-                self.settings.handler_timeout, lambda: self._handler_overdue(answers, queue_id))
-        try:
-            result, failed = callbacks.call_user(
-                context.handler, (self.client.peer, envelope.sender, list(rcpttos), data), extras,
-                "message handler", queue_id=queue_id)
-        finally:
-            sink.close()
-            self.discard_transaction()
-            if watch is not None:
-                context.watchdog.cancel(watch)
-        if self.lifecycle.leave_handler():      # waits for a watchdog write in progress
-            logger.error("message handler returned %r after the client was told 451: "
-                         "possible duplicate (queue id %s)", result if failed is None else failed,
-                         queue_id)
-            return
-        answered = self.handler_replies(result, queued, rcpttos) if failed is None \
-            else [failed] * answers
-        if logger.isEnabledFor(logging.INFO):   # the hot path formats nothing it need not
-            logger.info("%s: client=%s from=<%s> to=<%s> size=%d reply=%s", queue_id,
-                        _format_peer(self.client.peer), envelope.sender, ">,<".join(rcpttos), size,
-                        " / ".join(answered))
-        for text in answered:
-            self.reply(text)
-
-    def handler_replies(self, result: object, queued: str, recipients: list[str]) -> list[str]:
-        """The replies to the end of a message for the handler's ``result``: one."""
-        return [callbacks.result_reply(result, queued, "message handler")]
-
-    def _handler_overdue(self, answers: int, queue_id: str | None) -> None:
-        """Watchdog thread: answer 451 for a handler that is still running."""
-        def answer() -> None:
-            logger.error("message handler still running after %s s; answering 451 "
-                         "(queue id %s)", self.settings.handler_timeout, queue_id)
-            # Never waits for the client: one that does not read must not
-            # hold up the watchdog and every other session's 451.
-            self.conn.send_now((replies.LOCAL_ERROR + "\r\n").encode() * answers)
-
-        self.lifecycle.answer_for_handler(answer)
-
-
-class _Cancelled(Exception):
-    """The AUTH exchange ended early; ``reply`` says why."""
-
-    def __init__(self, reply: str) -> None:
-        super().__init__(reply)
-        self.reply = reply
-
-
-def _discard(data: bytes) -> None:
-    pass
-
-
-def _is_auth(line: bytes) -> bool:
-    """An AUTH command line, which may be longer than others (RFC 4954 §4)."""
-    return line[:5].upper() == b"AUTH "
-
 
 def _redact(raw: bytes) -> bytes:
     """A command line fit for the protocol log: AUTH credentials hidden."""
@@ -903,15 +560,3 @@ def _shutdown_socket(sock: socket.socket, how: int) -> None:
         socket.socket.shutdown(sock, how)
     except (OSError, ValueError):
         pass
-
-
-def _format_peer(peer: tuple[str, int]) -> str:
-    host, port = peer
-    return "[%s]:%s" % (host, port) if ":" in host else "%s:%s" % (host, port)
-
-
-def _reverse_lookup(ip: str) -> str:
-    try:
-        return socket.gethostbyaddr(ip)[0]
-    except (OSError, UnicodeError):
-        return ""
