@@ -280,7 +280,7 @@ class SMTPChannel(SMTPSession):
         """``(address, rest)`` from ``<address> params``; address "" if unusable."""
         arg = arg.strip()
         if arg.startswith("<"):
-            end = grammar._closing_bracket(arg)
+            end = grammar.closing_bracket(arg)
             path, rest = (arg[:end + 1], arg[end + 1:]) if end >= 0 else (arg, "")
         elif arg.startswith('"'):
             match = _QUOTED_LOCAL.match(arg)

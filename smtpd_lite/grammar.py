@@ -125,7 +125,7 @@ def split_path_argument(argument: str, keyword: str) -> tuple[str, str] | None:
         return None
     rest = argument[len(keyword):].lstrip(" ")
     if rest.startswith("<"):
-        end = _closing_bracket(rest)
+        end = closing_bracket(rest)
         if end < 0:
             return rest, ""
         path, parameters = rest[:end + 1], rest[end + 1:]
@@ -136,7 +136,7 @@ def split_path_argument(argument: str, keyword: str) -> tuple[str, str] | None:
     return path, parameters.strip(" ")
 
 
-def _closing_bracket(text: str) -> int:
+def closing_bracket(text: str) -> int:
     """Index of the ``>`` closing a path, skipping quoted strings; -1 if none."""
     if '"' not in text:
         return text.find(">")
