@@ -221,13 +221,12 @@ class MessageContent(SessionParts):
         context = self.context
         extras = self.extras_for(context.handler_extras)
         rcpttos = envelope.addresses()
-        answers = len(self.handler_replies(None, queued, rcpttos))     # for the watchdog
         self.conn.flush()           # the watchdog may write while we are in the handler
         self.lifecycle.enter_handler()
         watch = None
         if self.settings.handler_timeout:
-            watch = context.watchdog.watch(
-                self.settings.handler_timeout, lambda: self._handler_overdue(answers, queue_id))
+            watch = context.watchdog.watch(self.settings.handler_timeout,
+                                           lambda: self._handler_overdue(queued, rcpttos, queue_id))
         try:
             result, failed = callbacks.call_user(
                 context.handler, (self.client.peer, envelope.sender, list(rcpttos), data), extras,
@@ -243,7 +242,7 @@ class MessageContent(SessionParts):
                          queue_id)
             return
         answered = self.handler_replies(result, queued, rcpttos) if failed is None \
-            else [failed] * answers
+            else [failed] * self._reply_count(queued, rcpttos)
         if logger.isEnabledFor(logging.INFO):   # the hot path formats nothing it need not
             logger.info("%s: client=%s from=<%s> to=<%s> size=%d reply=%s", queue_id,
                         format_peer(self.client.peer), envelope.sender, ">,<".join(rcpttos), size,
@@ -255,8 +254,15 @@ class MessageContent(SessionParts):
         """The replies to the end of a message for the handler's ``result``: one."""
         return [callbacks.result_reply(result, queued, "message handler")]
 
-    def _handler_overdue(self, answers: int, queue_id: str | None) -> None:
+    def _reply_count(self, queued: str, recipients: list[str]) -> int:
+        """How many replies the end of this message gets (LMTP: one per recipient)."""
+        return len(self.handler_replies(None, queued, recipients))
+
+    def _handler_overdue(self, queued: str, recipients: list[str],
+                         queue_id: str | None) -> None:
         """Watchdog thread: answer 451 for a handler that is still running."""
+        answers = self._reply_count(queued, recipients)
+
         def answer() -> None:
             logger.error("message handler still running after %s s; answering 451 "
                          "(queue id %s)", self.settings.handler_timeout, queue_id)

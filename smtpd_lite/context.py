@@ -223,6 +223,10 @@ class Phase(enum.Enum):
     IN_HANDLER = "in handler"   # the message handler runs; the watchdog may answer
 
 
+# The phases as module constants: the command loop compares them twice per command.
+WORKING, IDLE, STOPPED, IN_HANDLER = Phase.WORKING, Phase.IDLE, Phase.STOPPED, Phase.IN_HANDLER
+
+
 class Lifecycle:
     """One session's phase, shared by its thread, the server's and the watchdog's.
 
@@ -236,7 +240,7 @@ class Lifecycle:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.phase = Phase.WORKING
+        self.phase = WORKING
         self.stop_requested = False         # the server is shutting down
         self.answered_by_watchdog = False   # the client heard 451 for this handler call
 
@@ -246,9 +250,9 @@ class Lifecycle:
         """Ask the session to end; True if it is idle and its read must be woken."""
         with self._lock:
             self.stop_requested = True
-            if self.phase is not Phase.IDLE:
+            if self.phase is not IDLE:
                 return False
-            self.phase = Phase.STOPPED
+            self.phase = STOPPED
             return True
 
     # -- the session's own thread ----------------------------------------------
@@ -258,22 +262,24 @@ class Lifecycle:
         with self._lock:
             if self.stop_requested:
                 return False
-            self.phase = Phase.IDLE
+            self.phase = IDLE
             return True
 
-    def command_read(self) -> None:
-        """Leave IDLE (a stop that came meanwhile leaves it STOPPED)."""
+    def command_read(self) -> bool:
+        """Leave IDLE; True if a stop came meanwhile (the phase stays STOPPED)."""
         with self._lock:
-            if self.phase is Phase.IDLE:
-                self.phase = Phase.WORKING
+            if self.phase is IDLE:
+                self.phase = WORKING
+                return False
+            return self.phase is STOPPED
 
     @property
     def stopped(self) -> bool:
-        return self.phase is Phase.STOPPED
+        return self.phase is STOPPED
 
     def enter_handler(self) -> None:
         with self._lock:
-            self.phase = Phase.IN_HANDLER
+            self.phase = IN_HANDLER
             self.answered_by_watchdog = False
 
     def leave_handler(self) -> bool:
@@ -282,7 +288,7 @@ class Lifecycle:
         Waits for a watchdog answer being written.
         """
         with self._lock:
-            self.phase = Phase.WORKING
+            self.phase = WORKING
             return self.answered_by_watchdog
 
     # -- the watchdog's thread -------------------------------------------------
@@ -290,7 +296,7 @@ class Lifecycle:
     def answer_for_handler(self, answer: Callable[[], object]) -> None:
         """Call ``answer()`` if the handler is still running, and mark it answered."""
         with self._lock:
-            if self.phase is not Phase.IN_HANDLER:     # it returned meanwhile
+            if self.phase is not IN_HANDLER:     # it returned meanwhile
                 return
             self.answered_by_watchdog = True
             answer()

@@ -84,11 +84,6 @@ class Envelope:
         """The accepted recipients' addresses, in RCPT order (a new list)."""
         return [recipient.address for recipient in self.recipients]
 
-    def discard(self) -> None:
-        """Close the sink of a BDAT message that will not be delivered."""
-        if self.chunks is not None:
-            close_sink(self.chunks.sink)
-
 
 def close_sink(sink: IO[bytes]) -> None:
     """Close the sink of a message that is not delivered; a spool whose write

@@ -23,7 +23,7 @@ from .auth_command import AUTH_LINE_LIMIT, AuthCommand, is_auth_line
 from .connection import ClientGone, Connection, LineTooLong, SessionTimeout
 from .content import MessageContent
 from .context import HasSessionContext, Lifecycle
-from .envelope import Client, Envelope, Recipient, peer_address
+from .envelope import Client, Envelope, Recipient, close_sink, peer_address
 from .envelope import format_peer as _format_peer
 
 logger = logging.getLogger("smtpd_lite")
@@ -205,12 +205,14 @@ class SMTPSession(AuthCommand, MessageContent, socketserver.StreamRequestHandler
         try:
             raw = self.conn.read_line(AUTH_LINE_LIMIT)
         except LineTooLong as error:
+            lifecycle.command_read()
             self.protocol_error(replies.AUTH_LINE_TOO_LONG if is_auth_line(error.head)
                                 else replies.LINE_TOO_LONG)
             return
-        finally:
+        except BaseException:
             lifecycle.command_read()
-        if lifecycle.stopped:
+            raise
+        if lifecycle.command_read():    # stop() woke the read: whatever came is not served
             raise ClientGone("server shutting down")
         if self.chunks_too_slow():       # commands between chunks do not stop the clock
             raise SessionTimeout()
@@ -322,7 +324,9 @@ class SMTPSession(AuthCommand, MessageContent, socketserver.StreamRequestHandler
 
     def discard_transaction(self) -> None:
         """Forget the envelope (RSET, HELO/EHLO, STARTTLS, after each message)."""
-        self.envelope.discard()
+        chunks = self.envelope.chunks
+        if chunks is not None:          # a BDAT message that will not be delivered
+            close_sink(chunks.sink)
         self.envelope = Envelope()
 
     # -- commands without an envelope ---------------------------------------
