@@ -51,6 +51,8 @@ _NOT_IN_MSG_ID = re.compile(r"[\x00-\x20\x7f<>@]")
 class AuthSyntaxError(ValueError):
     """The client sent a malformed SASL response (``501 5.5.2``)."""
 
+    code = "auth_response"      # its reply in smtpd_lite.replies.PARSE_ERRORS
+
 
 def decode_response(text: str) -> bytes:
     """Decode one client response line (without its CRLF), strictly.

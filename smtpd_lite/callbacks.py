@@ -12,7 +12,7 @@ import inspect
 import logging
 from typing import Callable, Iterable, Mapping, Optional, Tuple
 
-from . import replies
+from . import envelope, replies
 
 #: The client's ``(host, port)``, as every callback receives it.
 Peer = Tuple[str, int]
@@ -30,8 +30,8 @@ VrfyHandler = Callable[[Peer, str], Optional[str]]
 
 logger = logging.getLogger("smtpd_lite")
 
-EXTRAS = ("queue_id", "helo", "auth_user", "tls", "mail_options", "rcpt_options",
-          "smtputf8", "mail_params", "rcpt_params")
+#: The keyword extras' names; :data:`smtpd_lite.envelope.EXTRAS` says where each comes from.
+EXTRAS = tuple(envelope.EXTRAS)
 
 
 def accepted_extras(function: Callable[..., object],
@@ -67,20 +67,39 @@ def result_reply(result: object, accepted_reply: str, where: str) -> str:
     return reply
 
 
+def call_user(function: Callable[..., object], arguments: Iterable[object],
+              extras: Mapping[str, object], where: str, failure: str = replies.LOCAL_ERROR,
+              queue_id: str | None = None) -> tuple[object, str | None]:
+    """Call user code: ``(its result, None)``, or ``(None, the reply)`` if it raised.
+
+    The one rule for every callback: :class:`~smtpd_lite.SMTPError` gives its
+    own reply; any other exception is logged with its traceback as ``where``
+    raising (with ``queue_id`` if given) and gives ``failure``, ``451 4.3.0``
+    unless said otherwise, never the exception's text.
+    """
+    try:
+        return function(*arguments, **extras), None
+    except replies.SMTPError as error:
+        return None, error.reply
+    except Exception:
+        if queue_id is None:
+            logger.exception("%s raised; answering %s", where, failure[:3])
+        else:
+            logger.exception("%s raised; answering %s (queue id %s)", where, failure[:3],
+                             queue_id)
+        return None, failure
+
+
 def call_check(function: Callable[..., object], arguments: Iterable[object],
                rejected_reply: str, where: str,
                extras: Mapping[str, object]) -> str | None:
     """Run a mail/rcpt check callback; return None to accept or the reply to send.
 
     ``extras`` are keyword arguments (see :func:`accepted_extras`).  Falsy
-    results give ``rejected_reply``; exceptions other than SMTPError are
-    logged with their traceback and answered 451 4.3.0, never with their text.
+    results give ``rejected_reply``; exceptions are answered by
+    :func:`call_user`'s rule.
     """
-    try:
-        verdict = function(*arguments, **extras)
-    except replies.SMTPError as error:
-        return error.reply
-    except Exception:
-        logger.exception("%s raised; answering 451", where)
-        return replies.LOCAL_ERROR
+    verdict, failed = call_user(function, arguments, extras, where)
+    if failed is not None:
+        return failed
     return None if verdict else rejected_reply

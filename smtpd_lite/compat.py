@@ -33,6 +33,7 @@ from typing import IO, Any, Dict, Iterable, Sequence, TypeVar
 
 from . import delivery, grammar, replies, signals
 from .callbacks import Peer, accepted_extras, call_check
+from .envelope import Recipient
 from .replies import SMTPError
 from .server import SMTPServer as _SMTPServer
 from .session import SMTPSession
@@ -125,6 +126,7 @@ class SMTPChannel(SMTPSession):
         self.received_data: bytes | str = ""
         self.received_lines: list[Any] = []
         self.num_bytes = 0
+        self.rcpt_options: list[str] = []
         self.command_size_limits: collections.defaultdict[str, int] = \
             collections.defaultdict(lambda: self.command_size_limit)
         self.fqdn = server._hostname or socket.getfqdn()
@@ -155,11 +157,38 @@ class SMTPChannel(SMTPSession):
     def greet(self) -> None:
         self.push("220 %s %s" % (self.fqdn, __version__))
 
-    def reset_transaction(self) -> None:
-        super().reset_transaction()
+    # The stdlib's envelope attributes, kept in the session's envelope.
+    @property
+    def mailfrom(self) -> str | None:
+        return self.envelope.sender
+
+    @mailfrom.setter
+    def mailfrom(self, address: str | None) -> None:
+        self.envelope.sender = address
+
+    @property
+    def rcpttos(self) -> list[str]:
+        return self.envelope.addresses()
+
+    @property
+    def mail_options(self) -> list[str]:
+        return self.envelope.mail_options
+
+    @mail_options.setter
+    def mail_options(self, options: list[str]) -> None:
+        self.envelope.mail_options = options
+
+    def discard_transaction(self) -> None:
+        super().discard_transaction()
         self.smtp_state = self.COMMAND
         self.require_SMTPUTF8 = False
         self.num_bytes = 0
+
+    def extras_for(self, names: frozenset[str]) -> dict[str, Any]:
+        extras = super().extras_for(names)
+        if "rcpt_options" in extras:
+            extras["rcpt_options"] = self.rcpt_options      # the last RCPT's, as the stdlib's
+        return extras
 
     def _set_rset_state(self) -> None:
         """Forget the envelope and received data, not the greeting (RSET, HELO)."""
@@ -191,11 +220,11 @@ class SMTPChannel(SMTPSession):
             self.push("503 Duplicate HELO/EHLO")
             return
         self._set_rset_state()
-        self.seen_greeting = self.helo = arg
+        self.seen_greeting = self.client.helo = arg
         if verb == "HELO":
             self.push("250 %s" % self.fqdn)
             return
-        self.extended_smtp = self.esmtp = True
+        self.extended_smtp = self.client.esmtp = True
         lines = [self.fqdn]
         if self.data_size_limit:
             lines.append("SIZE %s" % self.data_size_limit)
@@ -205,17 +234,12 @@ class SMTPChannel(SMTPSession):
         if self.enable_SMTPUTF8:
             lines.append("SMTPUTF8")
             self.command_size_limits["MAIL"] += 10
-        if self.settings.tls_context is not None and not self.tls:
-            lines.append("STARTTLS")
-        mechanisms = self.auth_mechanisms_now()
-        if mechanisms:
-            lines.append("AUTH " + " ".join(mechanisms))
-        lines.append("HELP")
+        lines += self.offer.adverts(self.settings, self.client, ("STARTTLS", "AUTH", "HELP"))
         self.push("\r\n".join("250-" + line for line in lines[:-1]) + "\r\n250 " + lines[-1])
 
     def smtp_STARTTLS(self, arg: str) -> None:
         super().smtp_STARTTLS(arg)
-        if self.tls and self.helo is None:     # RFC 3207 §4.2: greet again
+        if self.client.tls and self.client.helo is None:     # RFC 3207 §4.2: greet again
             self.seen_greeting = ""
             self.extended_smtp = False
             self.command_size_limits.clear()
@@ -256,7 +280,7 @@ class SMTPChannel(SMTPSession):
         """``(address, rest)`` from ``<address> params``; address "" if unusable."""
         arg = arg.strip()
         if arg.startswith("<"):
-            end = grammar._closing_bracket(arg)
+            end = grammar.closing_bracket(arg)
             path, rest = (arg[:end + 1], arg[end + 1:]) if end >= 0 else (arg, "")
         elif arg.startswith('"'):
             match = _QUOTED_LOCAL.match(arg)
@@ -310,7 +334,7 @@ class SMTPChannel(SMTPSession):
             self.push(refusal)
             return
         self.mail_options = rest.upper().split()
-        self.smtputf8 = self.require_SMTPUTF8
+        self.envelope.smtputf8 = self.require_SMTPUTF8
         mail_handler = self.settings.mail_handler
         if mail_handler is not None:
             refusal = call_check(mail_handler, (self.peer, address),
@@ -332,7 +356,7 @@ class SMTPChannel(SMTPSession):
             body = params.pop("BODY", "7BIT")
             if body not in ("7BIT", "8BITMIME"):
                 return "501 Error: BODY can only be one of 7BIT, 8BITMIME"
-            self.mail_params = {"BODY": body} if "BODY=" in " ".join(options) else {}
+            self.envelope.mail_params = {"BODY": body} if "BODY=" in " ".join(options) else {}
         if self.enable_SMTPUTF8:
             smtputf8 = params.pop("SMTPUTF8", False)
             if smtputf8 is not True and smtputf8 is not False:
@@ -381,7 +405,7 @@ class SMTPChannel(SMTPSession):
             if refusal is not None:
                 self.push(refusal)
                 return
-        self.rcpttos.append(address)
+        self.envelope.recipients.append(Recipient(address, {}, self.rcpt_options))
         _debug("recips:", self.rcpttos)
         self.push("250 OK")
 

@@ -78,11 +78,26 @@ class AddressError(ValueError):
 
 
 class ParameterError(ValueError):
-    """Bad ESMTP parameter syntax or value; ``name`` is the keyword if known."""
+    """Bad ESMTP parameter syntax or value; ``name`` is the keyword if known.
+
+    ``code`` names the reply in :data:`smtpd_lite.replies.PARSE_ERRORS`.
+    """
 
     def __init__(self, name: str | None = None) -> None:
         super().__init__(name)
         self.name = name
+
+    @property
+    def code(self) -> str:
+        return "parameter_syntax" if self.name is None else "parameter_value"
+
+
+class UnknownParameterError(ParameterError, LookupError):
+    """A keyword the session does not offer (555 5.5.4); ``name`` is the keyword."""
+
+    @property
+    def code(self) -> str:
+        return "unknown_parameter"
 
 
 def octets(text: str) -> int:
@@ -110,7 +125,7 @@ def split_path_argument(argument: str, keyword: str) -> tuple[str, str] | None:
         return None
     rest = argument[len(keyword):].lstrip(" ")
     if rest.startswith("<"):
-        end = _closing_bracket(rest)
+        end = closing_bracket(rest)
         if end < 0:
             return rest, ""
         path, parameters = rest[:end + 1], rest[end + 1:]
@@ -121,7 +136,7 @@ def split_path_argument(argument: str, keyword: str) -> tuple[str, str] | None:
     return path, parameters.strip(" ")
 
 
-def _closing_bracket(text: str) -> int:
+def closing_bracket(text: str) -> int:
     """Index of the ``>`` closing a path, skipping quoted strings; -1 if none."""
     if '"' not in text:
         return text.find(">")
@@ -430,9 +445,13 @@ def _orcpt(value: str | None) -> str:
     return "%s;%s" % (addr_type.lower(), decode_xtext(address))
 
 
-MAIL_PARAMETERS: dict[str, Checker] = {"SIZE": _size, "BODY": _body, "SMTPUTF8": _flag,
-                                       "RET": _ret, "ENVID": _envid, "AUTH": _auth}
-RCPT_PARAMETERS: dict[str, Checker] = {"NOTIFY": _notify, "ORCPT": _orcpt}
+#: The value checker of every ESMTP parameter we understand; which of them
+#: MAIL and RCPT accept is said by smtpd_lite.extensions, extension by extension.
+PARAMETER_CHECKERS: dict[str, Checker] = {
+    "SIZE": _size, "BODY": _body, "SMTPUTF8": _flag,        # RFC 1870, 6152 + 3030, 6531
+    "RET": _ret, "ENVID": _envid, "NOTIFY": _notify, "ORCPT": _orcpt,      # RFC 3461
+    "AUTH": _auth,                                          # RFC 4954 §5
+}
 
 
 def check_parameters(parameters: Iterable[Parameter], checkers: Mapping[str, Checker],
@@ -440,13 +459,13 @@ def check_parameters(parameters: Iterable[Parameter], checkers: Mapping[str, Che
     """Decode ``parse_parameters`` output into ``{KEYWORD: value or True}``.
 
     ``offered`` is the set of keywords the session advertises.  Unknown or
-    not-offered keywords raise ``LookupError(keyword)`` (555 5.5.4); bad values
-    raise :class:`ParameterError` (501 5.5.4).
+    not-offered keywords raise :class:`UnknownParameterError` (a LookupError,
+    555 5.5.4); bad values raise :class:`ParameterError` (501 5.5.4).
     """
     decoded: Params = {}
     for keyword, value in parameters:
         if keyword not in offered or keyword not in checkers:
-            raise LookupError(keyword)
+            raise UnknownParameterError(keyword)
         try:
             decoded[keyword] = checkers[keyword](value)
         except ValueError:

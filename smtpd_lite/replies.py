@@ -93,6 +93,23 @@ SHUTTING_DOWN = "421 4.3.2 {hostname} Service shutting down"
 BDAT_BAD_SIZE = "421 4.5.4 {hostname} Error: BDAT without a valid size; closing"
 LOCAL_ERROR_CLOSING = "421 4.3.0 {hostname} Error: local error in processing; closing"
 
+# What the client hears for each parse error, by the ``code`` the error
+# carries: grammar.AddressError.reason (its "syntax" is the command's own
+# reply, MAIL's or RCPT's), grammar.ParameterError.code, DataAssembler.error
+# and auth.AuthSyntaxError.code.  ``{name}`` is the parameter's keyword.
+PARSE_ERRORS = {
+    "non_ascii": NON_ASCII_ADDRESS,
+    "bad_utf8": BAD_UTF8,
+    "parameter_syntax": BAD_PARAMETER_SYNTAX,
+    "parameter_value": BAD_PARAMETER_VALUE,
+    "unknown_parameter": UNKNOWN_PARAMETER,
+    "too_big": SIZE_EXCEEDED,
+    "line_too_long": DATA_LINE_TOO_LONG,
+    "bare_eol": BARE_EOL,
+    "write_failed": LOCAL_ERROR,
+    "auth_response": AUTH_BAD_RESPONSE,
+}
+
 _ENHANCED = re.compile(r"([245])\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\Z")
 _REPLY = re.compile(r"([2-5][0-9][0-9])(?:[ -](.*))?\Z", re.DOTALL)
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")

@@ -6,7 +6,6 @@ The usual socketserver life cycle applies: ``serve_forever()``,
 
 from __future__ import annotations
 
-import collections
 import errno
 import logging
 import os
@@ -17,10 +16,12 @@ import threading
 import time
 from typing import Any, Tuple, Union
 
-from . import callbacks, grammar, proxy, replies
+from . import callbacks, extensions, grammar, proxy
 from . import options as options_table
+from .context import Registry, SessionContext
+from .lmtp import lmtp_session_class
 from .pool import ThreadPool
-from .session import SMTPSession, peer_address
+from .session import SMTPSession
 from .signals import StopRequest
 from .watchdog import Watchdog
 from .workers import serve_workers
@@ -90,13 +91,9 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         if not callable(handler):
             raise TypeError("handler must be callable")
         self.settings = options_table.resolve(options)
+        if self.settings.lmtp and issubclass(RequestHandlerClass, SMTPSession):
+            RequestHandlerClass = lmtp_session_class(RequestHandlerClass)
         self.handler = handler
-        self.handler_extras = callbacks.accepted_extras(handler)
-        # The mail and rcpt checks get the same keyword extras, by the same rule.
-        self.check_extras = {name: callbacks.accepted_extras(function)
-                             for name, function in (("mail", self.settings.mail_handler),
-                                                    ("rcpt", self.settings.rcpt_handler))
-                             if function is not None}
         self.appname = appname or "smtpd"
         self.hostname = hostname or socket.gethostname()
         # It names us in the greeting, EHLO, Received and CRAM-MD5 challenges.
@@ -108,16 +105,13 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         self.watchdog = Watchdog()
         self._pool = ThreadPool("smtpd_lite session", self.spare_threads,
                                 self.spare_thread_timeout)
-        self._sessions: set[SMTPSession] = set()
-        self._connections = 0
-        self._per_address: collections.Counter[str] = collections.Counter()
-        self._sessions_changed = threading.Condition()
-        self._closing = False
+        self._registry = Registry(self.settings)
         self._accept_backoff = 0.0
         self._dual_stack = False
         # Spinning for a client on the only core it could run on would only
         # delay it; with pin_cpu the clients still have the other cores.
         self.busy_poll_seconds = self.settings.busy_poll / 1e6 if _cpu_count() > 1 else 0
+        self.session_context = self._new_session_context()
         bound: str | tuple[str, int]
         if isinstance(server_address, (str, os.PathLike)):
             self.address_family = socket.AF_UNIX
@@ -132,6 +126,19 @@ class SMTPServer(socketserver.ThreadingTCPServer):
             bound = (host, port)
         # typeshed types TCPServer for IP addresses only; a str is a Unix path.
         super().__init__(bound, RequestHandlerClass, bind_and_activate)  # type: ignore[arg-type]
+
+    def _new_session_context(self) -> SessionContext:
+        settings = self.settings
+        # The mail and rcpt checks get keyword extras by the handler's rule.
+        return SessionContext(
+            settings=settings, hostname=self.hostname, appname=self.appname,
+            handler=self.handler, handler_extras=callbacks.accepted_extras(self.handler),
+            mail_extras=_accepted_extras(settings.mail_handler),
+            rcpt_extras=_accepted_extras(settings.rcpt_handler),
+            trusted_networks=self.trusted_networks, watchdog=self.watchdog,
+            registry=self._registry, offer=extensions.offered(settings),
+            busy_poll_seconds=self.busy_poll_seconds,
+            has_one_session=self._registry.has_one_connection)
 
     def serve_forever(self, poll_interval: float = 0.1) -> None:
         """Accept connections until :meth:`shutdown`; with ``pin_cpu``, on one core.
@@ -179,7 +186,7 @@ class SMTPServer(socketserver.ThreadingTCPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Start a session thread, or answer 421 at once when full or closing."""
-        refusal = self._take_slot(client_address)
+        refusal = self._registry.take(client_address)
         if refusal is not None:
             reply, reason = refusal
             logger.warning("refusing %s: %s", client_address, reason)
@@ -188,62 +195,20 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         try:
             self._pool.submit(self.process_request_thread, request, client_address)
         except BaseException:       # no thread could be started
-            self._release_connection(client_address)
+            self._registry.release(client_address)
             raise
-
-    def _take_slot(self, client_address: Any) -> tuple[str, str] | None:
-        """Count a new connection; or (reply, reason) to refuse it without a thread."""
-        limit = self.settings.max_connections
-        address = self._counted_address(client_address)
-        with self._sessions_changed:
-            if self._closing:
-                return replies.SHUTTING_DOWN, "shutting down"
-            if limit and self._connections >= limit:
-                return replies.TOO_MANY_CONNECTIONS, "too many connections"
-            if address is not None:
-                if self._per_address[address] >= self.settings.max_connections_per_ip:
-                    return replies.TOO_MANY_CONNECTIONS, "too many connections from this address"
-                self._per_address[address] += 1
-            self._connections += 1
-        return None
-
-    def _counted_address(self, client_address: Any) -> str | None:
-        """The address a connection counts against at accept, if any.
-
-        Behind a PROXY-protocol balancer the client is only known from the
-        header, so there the session counts itself (:meth:`admit`).
-        """
-        if not self.settings.max_connections_per_ip or self.settings.proxy_protocol:
-            return None
-        return peer_address(client_address)[0]
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._release_connection(client_address)
+            self._registry.release(client_address)
 
     def shutdown_request(self, request: Any) -> None:
         # socketserver shuts down before closing because makefile() objects
         # keep the descriptor open; sessions use none, so close() alone sends
         # the FIN, and saves a system call (a GIL hand-off) per connection.
         self.close_request(request)
-
-    def has_one_session(self) -> bool:
-        """True while a single connection is open (a read of one int, no lock)."""
-        return self._connections == 1
-
-    def _release_connection(self, client_address: Any) -> None:
-        address = self._counted_address(client_address)
-        with self._sessions_changed:
-            self._connections -= 1
-            if address is not None:
-                self._uncount(address)
-
-    def _uncount(self, address: str) -> None:
-        self._per_address[address] -= 1
-        if not self._per_address[address]:
-            del self._per_address[address]
 
     def refuse(self, request: socket.socket, reply: str) -> None:
         """Send one reply without blocking, then close (no thread needed).
@@ -259,39 +224,6 @@ class SMTPServer(socketserver.ThreadingTCPServer):
                 pass
         self.shutdown_request(request)
 
-    # -- sessions, for per-address limits and graceful shutdown ---------------
-
-    def add_session(self, session: SMTPSession) -> None:
-        with self._sessions_changed:
-            self._sessions.add(session)
-            closing = self._closing
-        if closing:     # its thread started just before server_close(): 421 at once
-            session.stop()
-
-    def admit(self, session: SMTPSession) -> bool:
-        """Behind PROXY protocol, count ``session`` against the client address
-        its header named; False if that address is over the limit.
-
-        Other connections were counted when they were accepted.
-        """
-        limit = self.settings.max_connections_per_ip
-        if not limit or not self.settings.proxy_protocol:
-            return True
-        address = session.peer[0]
-        with self._sessions_changed:
-            if self._per_address[address] >= limit:
-                return False
-            self._per_address[address] += 1
-            session.admitted = True
-            return True
-
-    def remove_session(self, session: SMTPSession) -> None:
-        with self._sessions_changed:
-            self._sessions.discard(session)
-            if getattr(session, "admitted", False):
-                self._uncount(session.peer[0])
-            self._sessions_changed.notify_all()
-
     def server_close(self) -> None:
         """Close the listener and drain the sessions.
 
@@ -300,19 +232,14 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         ``shutdown_timeout`` (their 250 is still sent, then 421); whatever is
         left is then closed.  Never waits longer than that.
         """
-        with self._sessions_changed:
-            self._closing = True
-            sessions = list(self._sessions)
+        sessions = self._registry.close()
         super().server_close()
         if self.address_family == socket.AF_UNIX:
             _remove_stale_socket(self.server_address)
         for session in sessions:
             session.stop()
         deadline = time.monotonic() + self.settings.shutdown_timeout
-        with self._sessions_changed:
-            while self._sessions and time.monotonic() < deadline:
-                self._sessions_changed.wait(deadline - time.monotonic())
-            left = list(self._sessions)
+        left = self._registry.wait_for_sessions(deadline)
         for session in left:
             logger.warning("closing session with %s after shutdown_timeout", session.peer)
             session.abort()
@@ -323,6 +250,10 @@ class SMTPServer(socketserver.ThreadingTCPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver prints tracebacks to stderr; ours go to the logger.
         logger.exception("unexpected error in session with %s", client_address)
+
+
+def _accepted_extras(check: Any) -> frozenset[str]:
+    return frozenset() if check is None else callbacks.accepted_extras(check)
 
 
 def _core_to_pin(allowed: set[int], worker_index: int | None) -> int:

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtpd_lite import grammar
+from smtpd_lite import extensions, grammar
 from smtpd_lite.grammar import AddressError, ParameterError
 
 
@@ -163,7 +163,7 @@ CHECKS = [
 
 @pytest.mark.parametrize("keyword, value, decoded", CHECKS)
 def test_mail_parameter_values(keyword, value, decoded):
-    params = grammar.check_parameters([(keyword, value)], grammar.MAIL_PARAMETERS, {keyword})
+    params = grammar.check_parameters([(keyword, value)], extensions.MAIL_PARAMETERS, {keyword})
     assert params == {keyword: decoded}
 
 
@@ -173,16 +173,16 @@ def test_mail_parameter_values(keyword, value, decoded):
 ])
 def test_bad_mail_parameter_values(keyword, value):
     with pytest.raises(ParameterError) as caught:
-        grammar.check_parameters([(keyword, value)], grammar.MAIL_PARAMETERS, {keyword})
+        grammar.check_parameters([(keyword, value)], extensions.MAIL_PARAMETERS, {keyword})
     assert caught.value.name == keyword
 
 
 def test_rcpt_parameter_values():
     params = grammar.check_parameters(
         [("NOTIFY", "success,delay"), ("ORCPT", "RFC822;bob+40example.com")],
-        grammar.RCPT_PARAMETERS, {"NOTIFY", "ORCPT"})
+        extensions.RCPT_PARAMETERS, {"NOTIFY", "ORCPT"})
     assert params == {"NOTIFY": ("SUCCESS", "DELAY"), "ORCPT": "rfc822;bob@example.com"}
-    assert grammar.check_parameters([("NOTIFY", "NEVER")], grammar.RCPT_PARAMETERS,
+    assert grammar.check_parameters([("NOTIFY", "NEVER")], extensions.RCPT_PARAMETERS,
                                     {"NOTIFY"}) == {"NOTIFY": ("NEVER",)}
 
 
@@ -192,14 +192,14 @@ def test_rcpt_parameter_values():
 ])
 def test_bad_rcpt_parameter_values(keyword, value):
     with pytest.raises(ParameterError):
-        grammar.check_parameters([(keyword, value)], grammar.RCPT_PARAMETERS, {keyword})
+        grammar.check_parameters([(keyword, value)], extensions.RCPT_PARAMETERS, {keyword})
 
 
 def test_unknown_or_not_offered_parameter():
     with pytest.raises(LookupError):
-        grammar.check_parameters([("FOO", "1")], grammar.MAIL_PARAMETERS, {"FOO", "SIZE"})
+        grammar.check_parameters([("FOO", "1")], extensions.MAIL_PARAMETERS, {"FOO", "SIZE"})
     with pytest.raises(LookupError):
-        grammar.check_parameters([("RET", "FULL")], grammar.MAIL_PARAMETERS, {"SIZE"})
+        grammar.check_parameters([("RET", "FULL")], extensions.MAIL_PARAMETERS, {"SIZE"})
 
 
 @given(st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e)))

@@ -10,7 +10,8 @@ from servers import capture
 from wire import SMUGGLING, RawClient
 
 from smtpd_lite import SMTPError, SMTPServer
-from smtpd_lite.session import SMTPSession, new_queue_id
+from smtpd_lite.content import new_queue_id
+from smtpd_lite.session import SMTPSession
 
 
 def transaction(client, body=b"Subject: t\r\n\r\nhello\r\n", sender="<a@example.com>",

@@ -33,7 +33,7 @@ try:
 except ImportError:             # run from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from smtpd_lite import auth, data, grammar, proxy
+from smtpd_lite import auth, data, extensions, grammar, proxy
 
 # -- shared helpers -------------------------------------------------------------
 
@@ -180,7 +180,7 @@ def check_grammar(raw):
     flags, text = raw[0], wire_text(raw[1:])
     smtputf8, allow_null, allow_postmaster = bool(flags & 1), bool(flags & 2), bool(flags & 4)
     rcpt, esmtp = bool(flags & 8), bool(flags & 16)
-    checkers = grammar.RCPT_PARAMETERS if rcpt else grammar.MAIL_PARAMETERS
+    checkers = extensions.RCPT_PARAMETERS if rcpt else extensions.MAIL_PARAMETERS
     offered = set(checkers) if esmtp else set()
     split = grammar.split_path_argument(text, "TO:" if rcpt else "FROM:")
     if split is not None:
