@@ -7,10 +7,10 @@ them.  The docs' option table is generated from the same rows.
 
 from __future__ import annotations
 
-import os
 import ssl
 from typing import Any, Iterable, Mapping, NamedTuple
 
+from . import affinity
 from .callbacks import AuthHandler, MailHandler, RcptHandler, VrfyHandler
 from .proxy import Network, parse_networks
 
@@ -204,7 +204,7 @@ def resolve(options: Mapping[str, Any]) -> Settings:
     for name, needed in _NEEDS:
         if values[name] and not values[needed]:
             raise ValueError("%s needs %s" % (name, needed))
-    if values["pin_cpu"] and not hasattr(os, "sched_setaffinity"):
+    if values["pin_cpu"] and not affinity.AVAILABLE:
         raise ValueError("pin_cpu needs os.sched_setaffinity (Linux)")
     if values["auth_handler"] is not None and not values["auth_mechanisms"]:
         raise ValueError("auth_mechanisms is empty, so AUTH could never succeed")

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any, Tuple, Union
 
-from . import callbacks, grammar, proxy, replies
+from . import affinity, callbacks, grammar, kernel_timeouts, proxy, replies, spin
 from . import options as options_table
 from .pool import ThreadPool
 from .session import SMTPSession, peer_address
@@ -115,9 +115,9 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         self._closing = False
         self._accept_backoff = 0.0
         self._dual_stack = False
-        # Spinning for a client on the only core it could run on would only
-        # delay it; with pin_cpu the clients still have the other cores.
-        self.busy_poll_seconds = self.settings.busy_poll / 1e6 if _cpu_count() > 1 else 0
+        # How each session's socket waits for its client, chosen once here.
+        self.waiting = (spin.waiting(self.settings.busy_poll, self.has_one_session)
+                        or kernel_timeouts.for_socket)
         bound: str | tuple[str, int]
         if isinstance(server_address, (str, os.PathLike)):
             self.address_family = socket.AF_UNIX
@@ -142,15 +142,8 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         if not self.settings.pin_cpu:
             super().serve_forever(poll_interval)
             return
-        # A thread starts with the CPU mask of the thread that starts it, so
-        # pinning this (accepting) thread pins every session thread too, and
-        # no thread of the application around the server.
-        previous = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, {_core_to_pin(previous, self._worker_index)})
-        try:
+        with affinity.pinned(self._worker_index):
             super().serve_forever(poll_interval)
-        finally:
-            os.sched_setaffinity(0, previous)
 
     def server_bind(self) -> None:
         if self.address_family == socket.AF_UNIX:
@@ -323,31 +316,6 @@ class SMTPServer(socketserver.ThreadingTCPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver prints tracebacks to stderr; ours go to the logger.
         logger.exception("unexpected error in session with %s", client_address)
-
-
-def _core_to_pin(allowed: set[int], worker_index: int | None) -> int:
-    """Worker i takes the i-th allowed core; a single process keeps the one it is on."""
-    cores = sorted(allowed)
-    if worker_index is not None:
-        return cores[worker_index % len(cores)]
-    current = _current_core()
-    return current if current in allowed else cores[0]
-
-
-def _cpu_count() -> int:
-    """The CPUs this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def _current_core() -> int | None:
-    """The core this thread is running on (Linux: /proc, field 39 of stat)."""
-    try:
-        with open("/proc/thread-self/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[36])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _remove_stale_socket(path: Any) -> None:

@@ -67,8 +67,8 @@ class SMTPSession(socketserver.StreamRequestHandler):
         sock = self.connection = self.request
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.conn = Connection(sock, self.settings.timeout, server.busy_poll_seconds,
-                               server.has_one_session, self.settings.write_timeout)
+        self.conn = Connection(sock, self.settings.timeout, self.settings.write_timeout,
+                               server.waiting)
         self.peer = peer_address(self.client_address)
         self.trace = self.settings.log_protocol and protocol_logger.isEnabledFor(logging.DEBUG)
         self.closing = False
