@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any, Tuple, Union
 
-from . import affinity, callbacks, grammar, kernel_timeouts, proxy, replies, spin
+from . import affinity, callbacks, grammar, kernel_timeouts, replies, spin
 from . import options as options_table
 from .pool import ThreadPool
 from .session import SMTPSession, peer_address
@@ -104,7 +104,7 @@ class SMTPServer(socketserver.ThreadingTCPServer):
             raise ValueError("hostname %r is not one word of printable ASCII (no spaces, "
                              "quotes, parentheses, ';' or '<>')" % (self.hostname,))
         self.request_queue_size = self.settings.request_queue_size
-        self.trusted_networks = proxy.parse_networks(self.settings.trusted_proxies)
+        self.trusted_networks = self.settings.trusted_proxies     # parsed by the table
         self.watchdog = Watchdog()
         self._pool = ThreadPool("smtpd_lite session", self.spare_threads,
                                 self.spare_thread_timeout)
