@@ -69,9 +69,11 @@ def parse_address(address: str | tuple[str, int | str]) -> tuple[str, int]:
 class SMTPServer(socketserver.ThreadingTCPServer):
     """A threaded SMTP (or LMTP) server calling ``handler`` for each message.
 
-    ``server_address`` is ``(host, port)`` (IPv4 or IPv6; port 0 picks a free
-    port, then ``server_address`` holds the real one) or a filesystem path for
-    a Unix socket.  ``options`` are those of :data:`smtpd_lite.options.OPTIONS`.
+    ``server_address`` is ``(host, port)`` or ``"host:port"`` as for
+    :func:`serve` (IPv4 or IPv6; port 0 picks a free port, then
+    ``server_address`` holds the real one), or a Unix socket: an
+    ``os.PathLike`` or a string with a ``/`` in it.  ``options`` are those
+    of :data:`smtpd_lite.options.OPTIONS`.
     """
 
     allow_reuse_address = True
@@ -119,10 +121,12 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         self.waiting = (spin.waiting(self.settings.busy_poll, self.has_one_session)
                         or kernel_timeouts.for_socket)
         bound: str | tuple[str, int]
-        if isinstance(server_address, (str, os.PathLike)):
+        unix_path = _unix_path(server_address)
+        if unix_path is not None:
             self.address_family = socket.AF_UNIX
-            bound = os.fsdecode(server_address)
+            bound = unix_path
         else:
+            assert not isinstance(server_address, os.PathLike)
             host, port = parse_address(server_address)
             if not host and socket.has_dualstack_ipv6():
                 self._dual_stack = True
@@ -318,6 +322,19 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         logger.exception("unexpected error in session with %s", client_address)
 
 
+def _unix_path(address: Address) -> str | None:
+    """The Unix socket path ``address`` names, or None for a TCP address.
+
+    A path is an ``os.PathLike`` or a string with a ``/`` in it
+    (``"./smtpd.sock"``); any other string is ``"host:port"``.
+    """
+    if isinstance(address, os.PathLike):
+        return os.fsdecode(address)
+    if isinstance(address, str) and "/" in address:
+        return address
+    return None
+
+
 def _remove_stale_socket(path: Any) -> None:
     try:
         if stat.S_ISSOCK(os.stat(path).st_mode):
@@ -331,18 +348,14 @@ def serve(addr: Address, handler: callbacks.Handler, appname: str = "smtpd",
     """Listen on ``addr`` and serve until SIGINT or SIGTERM, then shut down.
 
     The ``ListenAndServe`` of mhale/smtpd: ``addr`` is ``"host:port"``,
-    ``":port"``, ``"[v6addr]:port"``, a ``(host, port)`` tuple, or a
-    filesystem path (Unix socket).  ``workers`` > 1 pre-forks that many
-    processes on the one listening socket (POSIX), for more than one core.
+    ``":port"``, ``"[v6addr]:port"``, a ``(host, port)`` tuple, or a Unix
+    socket path (an ``os.PathLike`` or a string with a ``/`` in it).
+    ``workers`` > 1 pre-forks that many processes on the one listening
+    socket (POSIX), for more than one core.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError("workers must be an integer >= 1, not %r" % (workers,))
-    address: Address
-    if isinstance(addr, os.PathLike) or (isinstance(addr, str) and addr.startswith("/")):
-        address = addr
-    else:
-        address = parse_address(addr)
-    with SMTPServer(address, handler, appname=appname, hostname=hostname, **options) as server:
+    with SMTPServer(addr, handler, appname=appname, hostname=hostname, **options) as server:
         logger.info("smtpd_lite listening on %s", server.server_address)
         run_server(server, workers)
 
