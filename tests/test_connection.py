@@ -65,6 +65,21 @@ def trickle(sock, chunk, interval, count):
     return thread
 
 
+def read_until(sock, done):
+    """Read ``sock`` in a thread until ``done(received)``; (thread, received)."""
+    received = bytearray()
+
+    def run():
+        while not done(received):
+            data = sock.recv(65536)
+            if not data:
+                return
+            received.extend(data)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, received
+
+
 def elapsed(function, *args):
     """(exception raised or None, seconds taken) of ``function(*args)``."""
     started = time.monotonic()
@@ -129,20 +144,14 @@ def test_a_line_of_exactly_the_limit_is_kept(pair, waiting):
 
 # -- deadlines -----------------------------------------------------------------
 
-def test_a_silent_peer_times_out_at_the_deadline(pair, waiting):
-    ours, _ = pair
-    connection = Connection(ours, 0.2, waiting=waiting)
-    connection.start_deadline()
-    error, seconds = elapsed(connection.read_line, 100)
-    assert isinstance(error, SessionTimeout)
-    assert 0.15 <= seconds < 1.5
-
-
-def test_a_trickling_peer_cannot_extend_a_read_past_its_deadline(pair, waiting):
-    """One byte every 20 ms, never a LF: the whole line has 0.3 s, not each recv."""
+@pytest.mark.parametrize("peer", ["silent", "trickling"])
+def test_a_read_times_out_at_its_deadline(pair, waiting, peer):
+    """A trickling peer sends one octet every 20 ms, never a LF: the whole
+    line has 0.3 s, not each recv."""
     ours, theirs = pair
     connection = Connection(ours, 0.3, waiting=waiting)
-    trickle(theirs, b"x", 0.02, 100)
+    if peer == "trickling":
+        trickle(theirs, b"x", 0.02, 100)
     connection.start_deadline()
     error, seconds = elapsed(connection.read_line, 1000)
     assert isinstance(error, SessionTimeout)
@@ -242,16 +251,7 @@ def test_a_reader_gets_every_octet_of_a_large_batch(pair, waiting):
     ours, theirs = pair
     connection = Connection(ours, 5, 5, waiting=waiting)
     payload = bytes(range(256)) * 4096              # 1 MiB, more than the socket buffers
-    received = bytearray()
-
-    def read_all():
-        while len(received) < len(payload):
-            data = theirs.recv(65536)
-            if not data:
-                return
-            received.extend(data)
-    reader = threading.Thread(target=read_all, daemon=True)
-    reader.start()
+    reader, received = read_until(theirs, lambda received: len(received) >= len(payload))
     connection.write(payload)
     connection.flush()
     reader.join(5)
@@ -266,16 +266,7 @@ def test_send_now_never_waits_and_the_rest_goes_first_at_the_next_flush(pair, wa
     error, seconds = elapsed(connection.send_now, urgent)
     assert error is None and seconds < 1
     connection.write(b"221 Bye\r\n")
-    received = bytearray()
-
-    def read_all():
-        while not received.endswith(b"221 Bye\r\n"):
-            data = theirs.recv(65536)
-            if not data:
-                return
-            received.extend(data)
-    reader = threading.Thread(target=read_all, daemon=True)
-    reader.start()
+    reader, received = read_until(theirs, lambda received: received.endswith(b"221 Bye\r\n"))
     connection.flush()
     reader.join(5)
     assert bytes(received) == urgent + b"221 Bye\r\n"
