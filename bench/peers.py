@@ -187,6 +187,7 @@ API_OPTIONS_TO_PROBE = {
     "data_as_file": True,
     "spool_threshold": 1048576,
     "pin_cpu": True,
+    "busy_poll": 50,
 }
 
 
@@ -260,19 +261,32 @@ class Server:
         return self._argv(host, port)
 
 
+# The waiting strategies side by side, whatever the defaults are: busy polling
+# on (50 µs) and off, and off with the portable settimeout() waits instead of
+# the kernel's SO_RCVTIMEO.
+_WAITING_FORMS = (
+    ("lite-poll", "smtpd_lite busy_poll=50", {"busy_poll": 50}, None),
+    ("lite-nopoll", "smtpd_lite busy_poll=0", {"busy_poll": 0}, None),
+    ("lite-portable", "smtpd_lite busy_poll=0 settimeout", {"busy_poll": 0}, "portable"),
+)
+
+
 def _lite_api_servers(python, probe):
     api = probe.get("api", {})
     if "error" in api:
         reason = api["error"]
         return [Server("lite", "smtpd_lite", reason=reason),
                 Server("lite-pin", "smtpd_lite pin_cpu", reason=reason),
-                Server("lite-spool", "smtpd_lite data_as_file", reason=reason)]
+                Server("lite-spool", "smtpd_lite data_as_file", reason=reason)] + [
+                    Server(key, label, reason=reason) for key, label, _, _ in _WAITING_FORMS]
     supported = {name for name, state in api["options"].items() if state == "ok"}
     sink = os.path.join(SINKS_DIR, "smtpd_lite_sink.py")
 
-    def launcher(options):
+    def launcher(options, waiting=None):
         def argv(host, port):
             command = [python, sink, host, str(port)]
+            if waiting:
+                command += ["--waiting", waiting]
             for name, value in options.items():
                 if name in supported:
                     command += ["--option", "%s=%s" % (name, json.dumps(value))]
@@ -291,6 +305,12 @@ def _lite_api_servers(python, probe):
     else:
         servers.append(Server("lite-pin", "smtpd_lite pin_cpu",
                               reason="SMTPServer has no pin_cpu yet"))
+    for key, label, options, waiting in _WAITING_FORMS:
+        if "busy_poll" in supported:
+            servers.append(Server(key, label, launcher(dict(base, **options), waiting),
+                                  smtpd_lite_env(), REPO_DIR))
+        else:
+            servers.append(Server(key, label, reason="SMTPServer has no busy_poll"))
     if {"data_as_file", "spool_threshold"} <= supported:
         spool = dict(base, data_as_file=True, spool_threshold=1048576)
         servers.append(Server("lite-spool", "smtpd_lite data_as_file", launcher(spool),

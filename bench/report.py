@@ -12,7 +12,7 @@ import subprocess
 import time
 
 BASELINE = "aiosmtpd"
-# Issue 7's ratios against the baseline: a-c msg/s, and --workers 2 against one process.
+# The targets' ratios against the baseline: a-c msg/s, and --workers 2 against one process.
 MSG_RATE_TARGET = 2.0
 WORKERS_TARGET = 1.6
 NO_RATIO = {"greeted"}

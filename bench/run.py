@@ -63,12 +63,15 @@ PARAMS = {
 SCENARIO_ORDER = ["a", "b", "c", "d", "big", "idle", "py"]
 THROUGHPUT = ("a", "b", "c", "d")        # driven by smtp-source
 # Column order; "lite-w2" and "bare-2" only run scenario c, "lite-spool" only the
-# big message, "lite-pin" and "bare" the throughput scenarios.  The bare sinks
+# big message, "lite-pin" and "bare" the throughput scenarios, the waiting
+# forms (lite-poll, lite-nopoll, lite-portable) those and py.  The bare sinks
 # are references, not peers: the shape of the design card doing no SMTP work.
-SERVER_ORDER = ["lite", "lite-pin", "lite-spool", "lite-cli", "lite-w2", "bare", "bare-2",
-                "aiosmtpd", "stdlib", "smtp-sink", "go"]
+SERVER_ORDER = ["lite", "lite-poll", "lite-nopoll", "lite-portable", "lite-pin", "lite-spool",
+                "lite-cli", "lite-w2", "bare", "bare-2", "aiosmtpd", "stdlib", "smtp-sink", "go"]
 ONLY_IN = {"lite-w2": {"c"}, "bare-2": {"c"}, "lite-spool": {"big"},
-           "lite-pin": set(THROUGHPUT), "bare": set(THROUGHPUT)}
+           "lite-pin": set(THROUGHPUT), "bare": set(THROUGHPUT),
+           "lite-poll": {*THROUGHPUT, "py"}, "lite-nopoll": {*THROUGHPUT, "py"},
+           "lite-portable": {*THROUGHPUT, "py"}}
 README = os.path.join(peers.BENCH_DIR, "README.md")
 KEEP_RUNS = 20           # server logs and results of older runs are deleted
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 from . import __version__, compat, delivery, passwords, private_files, testing
 from . import relay as relay_client
 from .callbacks import Handler
-from .options import OPTIONS, Option
+from .options import OPTIONS, flag_of
 from .server import SMTPServer, parse_address, run_server
 from .tls import tls_context
 
@@ -102,34 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     options = parser.add_argument_group("server options")
     for option in OPTIONS:
         if option.cli:
-            _add_option(options, option)
+            option.kind.add_flag(options, option, flag_help)
     return parser
-
-
-def _add_option(group: argparse._ArgumentGroup, option: Option) -> None:
-    flag = "--" + option.name.replace("_", "-")
-    if option.kind == "bool":
-        if option.default:
-            group.add_argument("--no-" + flag[2:], dest=option.name, action="store_false",
-                               default=True, help=negated_help(option.doc))
-        else:
-            group.add_argument(flag, dest=option.name, action="store_true", default=False,
-                               help=flag_help(option.doc))
-        return
-    if option.kind == "networks":
-        group.add_argument("--trusted-proxy", dest=option.name, action="append", default=[],
-                           metavar="CIDR", help=flag_help(option.doc))
-        return
-    if option.kind == "mechanisms":
-        group.add_argument(flag, dest=option.name, default=" ".join(option.default),
-                           metavar="'NAME ...'",
-                           help="%s (default: %s)" % (flag_help(option.doc),
-                                                      " ".join(option.default)))
-        return
-    kind = {"size": int, "count": int, "seconds": float, "choice": str}[option.kind]
-    group.add_argument(flag, dest=option.name, type=kind, default=option.default,
-                       choices=option.choices or None, metavar=None if option.choices else "N",
-                       help="%s (default: %s)" % (flag_help(option.doc), option.default))
 
 
 # Options without a flag of their own, and the flag that sets them.
@@ -141,14 +115,9 @@ def flag_help(doc: str) -> str:
     """An option's doc for --help: flags instead of keyword names."""
     for option in OPTIONS:
         if option.name in doc:
-            flag = FLAG_FOR.get(option.name) or "--" + option.name.replace("_", "-")
+            flag = FLAG_FOR.get(option.name) or flag_of(option.name)
             doc = doc.replace(option.name, flag)
     return doc.replace("server_close()", "shutdown")
-
-
-def negated_help(doc: str) -> str:
-    """The help of a --no-... flag: "Prepend a header." → "Do not prepend a header."."""
-    return "Do not " + flag_help(doc)[:1].lower() + flag_help(doc)[1:]
 
 
 def add_inbox_arguments(parser: argparse.ArgumentParser) -> None:

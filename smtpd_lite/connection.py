@@ -7,15 +7,10 @@ and sent in one ``send`` when the session is about to wait for input, which
 answers pipelined commands (RFC 2920) in one packet and keeps multi-line
 replies in one segment.
 
-Before a read would sleep, a connection may *busy-poll* for a few
-microseconds: when one client talks to the server at a time, its next command
-usually arrives within tens of microseconds of our reply, and catching it
-awake saves waking a sleeping core for every round trip (the same trade Go's
-scheduler and Linux's SO_BUSY_POLL make).  The budget adapts per connection,
-as the kernel's guest halt-polling does: it halves, down to nothing, each
-time input takes longer than the full budget, and doubles again when input
-comes soon after the read went to sleep, so a client that thinks between
-commands costs no spinning.
+How a socket waits for the client is a :class:`Waiting` strategy chosen once
+per socket: :class:`Timeouts` here (``settimeout()``, every platform, and
+always under TLS); a server may pass in another one made for its socket
+(``kernel_timeouts``, ``spin``), each in its own module.
 """
 
 from __future__ import annotations
@@ -23,30 +18,10 @@ from __future__ import annotations
 import select
 import socket
 import ssl
-import struct
-import sys
 import time
 from typing import Callable
 
 RECV_SIZE = 65536
-
-# On Linux a blocking socket with SO_RCVTIMEO gives the same bounded waits as
-# socket.settimeout() without the poll() CPython makes before every recv in
-# timeout mode (and without an ioctl per settimeout): half the system calls,
-# half the GIL hand-offs; sends are MSG_DONTWAIT, with a poll() only when the
-# client's window is full.  Elsewhere, settimeout().
-_KERNEL_TIMEOUTS = sys.platform.startswith("linux") and struct.calcsize("@ll") == 16
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
-_PEEK = getattr(socket, "MSG_PEEK", 0) | _DONTWAIT
-
-
-def _timeval(seconds: float | None) -> bytes:
-    seconds = max(seconds or 0, 0)
-    whole = int(seconds)
-    micro = int((seconds - whole) * 1e6)
-    if seconds and not whole and not micro:
-        micro = 1                   # zero would mean "wait forever"
-    return struct.pack("@ll", whole, micro)
 
 
 class SessionTimeout(Exception):
@@ -68,39 +43,96 @@ class LineTooLong(Exception):
         self.head = head
 
 
+def time_left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (None: no deadline); :class:`SessionTimeout` if none are."""
+    if deadline is None:
+        return None
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise SessionTimeout()
+    return remaining
+
+
+class Timeouts:
+    """The portable way to wait: ``settimeout()`` with what is left of the deadline.
+
+    A strategy owns one socket's waits: :meth:`recv` and :meth:`send` keep
+    an absolute deadline (``time.monotonic()``, None for none) and raise
+    :class:`SessionTimeout` or :class:`ClientGone`; :meth:`send_nowait`
+    never waits (another thread may call it); :meth:`release` hands the
+    socket back before TLS wraps it.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def recv(self, size: int, deadline: float | None, flags: int = 0) -> bytes:
+        self.sock.settimeout(time_left(deadline))
+        try:
+            return self.sock.recv(size, flags)
+        except socket.timeout:
+            raise SessionTimeout() from None
+        except OSError as error:
+            raise ClientGone(error) from None
+
+    def send(self, data: bytes, deadline: float | None) -> None:
+        view = memoryview(data)
+        while view:
+            self.sock.settimeout(time_left(deadline))
+            try:
+                view = view[self.sock.send(view):]
+            except socket.timeout:
+                continue            # time_left() raises once the deadline is past
+            except OSError as error:
+                raise ClientGone(error) from None
+
+    def send_nowait(self, data: bytes) -> int:
+        # The session's own thread sets its own timeout before any I/O.
+        self.sock.settimeout(0)
+        return self.sock.send(data)
+
+    def has_pending_input(self) -> bool:
+        pending = getattr(self.sock, "pending", None)    # TLS: decrypted bytes
+        if pending is not None and pending():
+            return True
+        try:
+            if hasattr(select, "poll"):
+                poller = select.poll()
+                poller.register(self.sock, select.POLLIN)
+                return bool(poller.poll(0))
+            return bool(select.select([self.sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
+
+    def release(self) -> None:
+        """Leave the socket as ``settimeout()`` expects it (nothing to undo here)."""
+
+
+# What a server passes in: the strategy for a new plain socket.
+Waiting = Callable[[socket.socket], Timeouts]
+
+
 class Connection:
     """Buffered reads and writes on ``sock`` with a ``timeout`` in seconds (0: none).
 
     ``write_timeout`` bounds each batch of replies as ``timeout`` bounds each
-    command: the whole write, not each ``send``.  ``busy_poll_seconds`` is
-    the most to spin before a read sleeps (0: never), and only while
-    ``may_poll()`` says that nothing else needs the CPU.
+    command: the whole write, not each ``send``.  ``waiting`` makes the
+    :class:`Waiting` strategy for ``sock`` (default :class:`Timeouts`);
+    after STARTTLS the connection waits with :class:`Timeouts`.
     """
 
-    def __init__(self, sock: socket.socket, timeout: float, busy_poll_seconds: float,
-                 may_poll: Callable[[], bool], write_timeout: float = 0) -> None:
+    def __init__(self, sock: socket.socket, timeout: float, write_timeout: float = 0,
+                 waiting: Waiting | None = None) -> None:
         self.sock = sock
         self.timeout = timeout
         self.write_timeout = write_timeout
+        self._wait = (waiting or Timeouts)(sock)
         self._tls_unfinished = False        # a handshake began and failed
-        self.busy_poll_seconds = busy_poll_seconds
-        self._poll_budget = busy_poll_seconds
-        self._may_poll = may_poll
         self.buffer = bytearray()
         self._output: list[bytes] = []
         self._deadline: float | None = None
         self._data_phase = False
         self._min_data_rate = 0
-        self._kernel_timeouts = _KERNEL_TIMEOUTS and not isinstance(sock, ssl.SSLSocket)
-        self._receive_wait: float | None = None      # the SO_RCVTIMEO now set
-        if self._kernel_timeouts:
-            if sock.gettimeout() is not None:   # settimeout() is a GIL hand-off
-                sock.settimeout(None)
-            self._set_receive_wait(timeout)
-
-    def _set_receive_wait(self, seconds: float) -> None:
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
-        self._receive_wait = seconds
 
     # -- deadlines ---------------------------------------------------------
 
@@ -135,70 +167,14 @@ class Connection:
             self.start_deadline()
 
     def _recv(self, size: int, flags: int = 0) -> bytes:
+        """The next bytes from the client, within the deadline; replies go out first."""
         self.flush()
-        polled_at = None
-        while True:
-            remaining = None
-            if self._deadline is not None:
-                remaining = self._deadline - time.monotonic()
-                if remaining <= 0:
-                    raise SessionTimeout()
-            if polled_at is None and self.busy_poll_seconds and self._kernel_timeouts \
-                    and not flags and self._may_poll():
-                polled_at = time.perf_counter()
-                if self._poll_budget:
-                    data = self._poll(size, polled_at, min(self._poll_budget, remaining or 1e9))
-                    if data is not None:
-                        return self._received(data)
-                    continue            # the deadline again, after the spin
-            if not self._kernel_timeouts:
-                self.sock.settimeout(remaining)
-            elif remaining is not None and remaining < 0.9 * (self._receive_wait or 1e9):
-                self._set_receive_wait(remaining)       # tighten: the deadline is near
-            try:
-                data = self.sock.recv(size, flags)
-                break
-            except (socket.timeout, BlockingIOError):
-                if self._kernel_timeouts and self._deadline is not None:
-                    # A wait set for an earlier deadline ran out first: retry
-                    # with what is left (the loop raises if nothing is).
-                    self._set_receive_wait(max(self._deadline - time.monotonic(), 0.001))
-                    continue
-                raise SessionTimeout() from None
-            except OSError as error:
-                raise ClientGone(error) from None
-        if polled_at is not None:
-            self._adapt_poll_budget(time.perf_counter() - polled_at)
-        return self._received(data)
-
-    def _received(self, data: bytes) -> bytes:
+        data = self._wait.recv(size, self._deadline, flags)
         if not data:
             raise ClientGone("connection closed by client")
         if self._data_phase:
             self._progress(data)
         return data
-
-    def _poll(self, size: int, started: float, budget: float) -> bytes | None:
-        """Spin on a non-blocking recv for ``budget`` seconds; None if nothing came."""
-        recv = self.sock.recv
-        while True:
-            try:
-                return recv(size, _DONTWAIT)
-            except BlockingIOError:
-                if time.perf_counter() - started >= budget:
-                    return None
-            except OSError:
-                return None         # the blocking recv reports it
-
-    def _adapt_poll_budget(self, waited: float) -> None:
-        """After a read that slept: more budget if input came soon after, less if not."""
-        most = self.busy_poll_seconds
-        if waited < most:
-            self._poll_budget = min(max(self._poll_budget * 2, most / 4), most)
-        else:
-            self._poll_budget /= 2
-            if self._poll_budget < most / 4:
-                self._poll_budget = 0
 
     # -- reading -------------------------------------------------------------
 
@@ -277,24 +253,7 @@ class Connection:
 
     def has_pending_input(self) -> bool:
         """True if the client has sent bytes we have not read yet."""
-        if self.buffer:
-            return True
-        if self._kernel_timeouts and _PEEK:
-            try:
-                return bool(self.sock.recv(1, _PEEK))
-            except OSError:         # BlockingIOError: nothing there
-                return False
-        pending = getattr(self.sock, "pending", None)    # TLS: decrypted bytes
-        if pending is not None and pending():
-            return True
-        try:
-            if hasattr(select, "poll"):
-                poller = select.poll()
-                poller.register(self.sock, select.POLLIN)
-                return bool(poller.poll(0))
-            return bool(select.select([self.sock], [], [], 0)[0])
-        except (OSError, ValueError):
-            return False
+        return bool(self.buffer) or self._wait.has_pending_input()
 
     def start_tls(self, context: ssl.SSLContext) -> ssl.SSLSocket:
         """Handshake as the server (within the deadline) and read and write through TLS.
@@ -304,9 +263,7 @@ class Connection:
         """
         self.flush()
         self.buffer.clear()
-        if self._kernel_timeouts:     # ssl uses settimeout(); reset the kernel's waits
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(0))
-            self._kernel_timeouts = False
+        self._wait.release()
         remaining = self.timeout
         if self._deadline is not None:
             remaining = max(self._deadline - time.monotonic(), 0.001)
@@ -314,6 +271,7 @@ class Connection:
         tls_socket = context.wrap_socket(self.sock, server_side=True,
                                          do_handshake_on_connect=False)
         self.sock = tls_socket
+        self._wait = Timeouts(tls_socket)
         try:
             tls_socket.do_handshake()
         except socket.timeout:
@@ -342,42 +300,8 @@ class Connection:
         self._output.clear()
         if self._tls_unfinished:
             return
-        if self._kernel_timeouts:       # one send, as sendall, when the socket takes it all
-            try:
-                sent = self.sock.send(data, _DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            except OSError as error:
-                raise ClientGone(error) from None
-            if sent == len(data):
-                return
-            data = data[sent:]
-        self._send_within(data, self.write_timeout if seconds is None else seconds)
-
-    def _send_within(self, data: bytes, seconds: float) -> None:
-        deadline = time.monotonic() + seconds if seconds else None
-        view = memoryview(data)
-        while view:
-            remaining = None
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise SessionTimeout()
-            try:
-                if self._kernel_timeouts:
-                    poller = select.poll()
-                    poller.register(self.sock, select.POLLOUT)
-                    if not poller.poll(None if remaining is None else remaining * 1000 + 1):
-                        continue
-                    sent = self.sock.send(view, _DONTWAIT)
-                else:
-                    self.sock.settimeout(remaining)
-                    sent = self.sock.send(view)
-            except (socket.timeout, BlockingIOError):
-                continue
-            except OSError as error:
-                raise ClientGone(error) from None
-            view = view[sent:]
+        seconds = self.write_timeout if seconds is None else seconds
+        self._wait.send(data, time.monotonic() + seconds if seconds else None)
 
     def send_now(self, data: bytes) -> None:
         """Send what the socket takes at once; the rest goes first at the next flush.
@@ -387,15 +311,10 @@ class Connection:
         """
         if self._tls_unfinished:
             return
-        sent = 0
         try:
-            if self._kernel_timeouts:
-                sent = self.sock.send(data, _DONTWAIT)
-            else:           # the session's thread sets its own timeout before any I/O
-                self.sock.settimeout(0)
-                sent = self.sock.send(data)
+            sent = self._wait.send_nowait(data)
         except (BlockingIOError, ssl.SSLWantWriteError):
-            pass
+            sent = 0
         except OSError:
             return          # gone: the session's own thread finds out
         if sent < len(data):

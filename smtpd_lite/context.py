@@ -24,7 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Protocol
 
 from . import replies
-from .connection import Connection
+from .connection import Connection, Waiting
 from .envelope import Client, Envelope, peer_address
 from .extensions import Offer
 from .options import Settings
@@ -57,8 +57,7 @@ class SessionContext(NamedTuple):
     watchdog: Watchdog                  # answers for a handler past handler_timeout
     registry: Registry
     offer: Offer                        # the extensions and what they allow
-    busy_poll_seconds: float            # passed on to the Connection
-    has_one_session: Callable[[], bool]
+    waiting: Waiting                    # how each session's socket waits for its client
 
 
 class SessionParts:

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Tuple, Union
 
-from . import callbacks, extensions, grammar, proxy
+from . import affinity, callbacks, extensions, grammar, kernel_timeouts, spin
 from . import options as options_table
 from .context import Registry, SessionContext
 from .lmtp import lmtp_session_class
@@ -70,9 +70,11 @@ def parse_address(address: str | tuple[str, int | str]) -> tuple[str, int]:
 class SMTPServer(socketserver.ThreadingTCPServer):
     """A threaded SMTP (or LMTP) server calling ``handler`` for each message.
 
-    ``server_address`` is ``(host, port)`` (IPv4 or IPv6; port 0 picks a free
-    port, then ``server_address`` holds the real one) or a filesystem path for
-    a Unix socket.  ``options`` are those of :data:`smtpd_lite.options.OPTIONS`.
+    ``server_address`` is ``(host, port)`` or ``"host:port"`` as for
+    :func:`serve` (IPv4 or IPv6; port 0 picks a free port, then
+    ``server_address`` holds the real one), or a Unix socket: an
+    ``os.PathLike`` or a string with a ``/`` in it.  ``options`` are those
+    of :data:`smtpd_lite.options.OPTIONS`.
     """
 
     allow_reuse_address = True
@@ -101,22 +103,24 @@ class SMTPServer(socketserver.ThreadingTCPServer):
             raise ValueError("hostname %r is not one word of printable ASCII (no spaces, "
                              "quotes, parentheses, ';' or '<>')" % (self.hostname,))
         self.request_queue_size = self.settings.request_queue_size
-        self.trusted_networks = proxy.parse_networks(self.settings.trusted_proxies)
+        self.trusted_networks = self.settings.trusted_proxies     # parsed by the table
         self.watchdog = Watchdog()
         self._pool = ThreadPool("smtpd_lite session", self.spare_threads,
                                 self.spare_thread_timeout)
         self._registry = Registry(self.settings)
         self._accept_backoff = 0.0
         self._dual_stack = False
-        # Spinning for a client on the only core it could run on would only
-        # delay it; with pin_cpu the clients still have the other cores.
-        self.busy_poll_seconds = self.settings.busy_poll / 1e6 if _cpu_count() > 1 else 0
+        # How each session's socket waits for its client, chosen once here.
+        self.waiting = (spin.waiting(self.settings.busy_poll, self._registry.has_one_connection)
+                        or kernel_timeouts.for_socket)
         self.session_context = self._new_session_context()
         bound: str | tuple[str, int]
-        if isinstance(server_address, (str, os.PathLike)):
+        unix_path = _unix_path(server_address)
+        if unix_path is not None:
             self.address_family = socket.AF_UNIX
-            bound = os.fsdecode(server_address)
+            bound = unix_path
         else:
+            assert not isinstance(server_address, os.PathLike)
             host, port = parse_address(server_address)
             if not host and socket.has_dualstack_ipv6():
                 self._dual_stack = True
@@ -137,8 +141,7 @@ class SMTPServer(socketserver.ThreadingTCPServer):
             rcpt_extras=_accepted_extras(settings.rcpt_handler),
             trusted_networks=self.trusted_networks, watchdog=self.watchdog,
             registry=self._registry, offer=extensions.offered(settings),
-            busy_poll_seconds=self.busy_poll_seconds,
-            has_one_session=self._registry.has_one_connection)
+            waiting=self.waiting)
 
     def serve_forever(self, poll_interval: float = 0.1) -> None:
         """Accept connections until :meth:`shutdown`; with ``pin_cpu``, on one core.
@@ -149,15 +152,8 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         if not self.settings.pin_cpu:
             super().serve_forever(poll_interval)
             return
-        # A thread starts with the CPU mask of the thread that starts it, so
-        # pinning this (accepting) thread pins every session thread too, and
-        # no thread of the application around the server.
-        previous = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, {_core_to_pin(previous, self._worker_index)})
-        try:
+        with affinity.pinned(self._worker_index):
             super().serve_forever(poll_interval)
-        finally:
-            os.sched_setaffinity(0, previous)
 
     def server_bind(self) -> None:
         if self.address_family == socket.AF_UNIX:
@@ -256,29 +252,17 @@ def _accepted_extras(check: Any) -> frozenset[str]:
     return frozenset() if check is None else callbacks.accepted_extras(check)
 
 
-def _core_to_pin(allowed: set[int], worker_index: int | None) -> int:
-    """Worker i takes the i-th allowed core; a single process keeps the one it is on."""
-    cores = sorted(allowed)
-    if worker_index is not None:
-        return cores[worker_index % len(cores)]
-    current = _current_core()
-    return current if current in allowed else cores[0]
+def _unix_path(address: Address) -> str | None:
+    """The Unix socket path ``address`` names, or None for a TCP address.
 
-
-def _cpu_count() -> int:
-    """The CPUs this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def _current_core() -> int | None:
-    """The core this thread is running on (Linux: /proc, field 39 of stat)."""
-    try:
-        with open("/proc/thread-self/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[36])
-    except (OSError, ValueError, IndexError):
-        return None
+    A path is an ``os.PathLike`` or a string with a ``/`` in it
+    (``"./smtpd.sock"``); any other string is ``"host:port"``.
+    """
+    if isinstance(address, os.PathLike):
+        return os.fsdecode(address)
+    if isinstance(address, str) and "/" in address:
+        return address
+    return None
 
 
 def _remove_stale_socket(path: Any) -> None:
@@ -294,18 +278,14 @@ def serve(addr: Address, handler: callbacks.Handler, appname: str = "smtpd",
     """Listen on ``addr`` and serve until SIGINT or SIGTERM, then shut down.
 
     The ``ListenAndServe`` of mhale/smtpd: ``addr`` is ``"host:port"``,
-    ``":port"``, ``"[v6addr]:port"``, a ``(host, port)`` tuple, or a
-    filesystem path (Unix socket).  ``workers`` > 1 pre-forks that many
-    processes on the one listening socket (POSIX), for more than one core.
+    ``":port"``, ``"[v6addr]:port"``, a ``(host, port)`` tuple, or a Unix
+    socket path (an ``os.PathLike`` or a string with a ``/`` in it).
+    ``workers`` > 1 pre-forks that many processes on the one listening
+    socket (POSIX), for more than one core.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError("workers must be an integer >= 1, not %r" % (workers,))
-    address: Address
-    if isinstance(addr, os.PathLike) or (isinstance(addr, str) and addr.startswith("/")):
-        address = addr
-    else:
-        address = parse_address(addr)
-    with SMTPServer(address, handler, appname=appname, hostname=hostname, **options) as server:
+    with SMTPServer(addr, handler, appname=appname, hostname=hostname, **options) as server:
         logger.info("smtpd_lite listening on %s", server.server_address)
         run_server(server, workers)
 

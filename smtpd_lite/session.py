@@ -84,8 +84,8 @@ class SMTPSession(AuthCommand, MessageContent, socketserver.StreamRequestHandler
         sock = self.connection = self.request
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.conn = Connection(sock, self.settings.timeout, context.busy_poll_seconds,
-                               context.has_one_session, self.settings.write_timeout)
+        self.conn = Connection(sock, self.settings.timeout, self.settings.write_timeout,
+                               context.waiting)
         self.client = Client(peer_address(self.client_address))
         self.envelope = Envelope()
         self.trace = self.settings.log_protocol and protocol_logger.isEnabledFor(logging.DEBUG)

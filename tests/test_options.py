@@ -1,5 +1,7 @@
 """The options table: its defaults and validation."""
 
+import ipaddress
+
 import pytest
 
 from smtpd_lite import options
@@ -24,8 +26,17 @@ def test_every_option_is_documented():
         assert option.doc and option.doc.endswith("."), option.name
 
 
-def test_settings_declares_every_option_for_type_checkers():
-    assert list(options.Settings.__annotations__) == [option.name for option in options.OPTIONS]
+def test_every_row_is_an_attribute_of_settings_for_type_checkers():
+    settings = options.resolve({})
+    for option in options.OPTIONS:
+        assert getattr(options.Settings, option.name) is option
+        assert getattr(settings, option.name) == option.kind.check(option.name, option.default)
+
+
+def test_trusted_proxies_are_parsed_once_into_networks():
+    settings = options.resolve({"trusted_proxies": ["10.1.2.3/8", "2001:db8::1"]})
+    assert settings.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"),
+                                        ipaddress.ip_network("2001:db8::1/128"))
 
 
 def test_unknown_option_is_a_type_error():

@@ -1,5 +1,11 @@
-"""Issue 7's behaviours that are not ratios: what the server does (and does not do)
-per line, per connection and per large message.  The ratios are bench/'s job."""
+"""Performance behaviours that are not ratios: what the server does (and does not do)
+per line, per connection and per large message.  The ratios are bench/'s job.
+
+Tests marked ``implementation`` pin how the code does its work (lines of
+Python run, regular expressions compiled, calls made), not what a client
+sees; the default run leaves them out (setup.cfg), ``-m implementation``
+runs them.
+"""
 
 import io
 import logging
@@ -45,6 +51,10 @@ def _lines_run_in(module, work):
     return count
 
 
+implementation = pytest.mark.implementation
+
+
+@implementation
 def test_message_content_is_scanned_per_buffer_not_per_line():
     content = b"ab\r\n" * (1 << 18)               # 1 MiB of 262144 lines
     chunks = [content[start:start + 65536] for start in range(0, len(content), 65536)]
@@ -71,9 +81,12 @@ def _deliver(client, size):
     assert client.reply().startswith("250 ")
 
 
-def _session_logging_work(monkeypatch, level):
+def _session_logging_work(monkeypatch, level, count_formatting=True):
     """(DNS lookups from server threads, log records built, formatting calls) over
-    three sessions with ``log_protocol`` on and smtpd_lite's loggers at ``level``."""
+    three sessions with ``log_protocol`` on and smtpd_lite's loggers at ``level``.
+
+    Formatting calls are counted (through the session's private helpers)
+    only with ``count_formatting``."""
     lookups, records, formatted = [], [], []
     factory = logging.getLogRecordFactory()
     test_thread = threading.current_thread()
@@ -86,7 +99,7 @@ def _session_logging_work(monkeypatch, level):
 
     # Every log line of a session names its peer through _format_peer, and
     # the protocol trace redacts through _redact: a call is formatting work.
-    for name in ("_format_peer", "_redact"):
+    for name in ("_format_peer", "_redact") if count_formatting else ():
         original = getattr(session_module, name)
         monkeypatch.setattr(session_module, name, lambda *args, _original=original, _name=name: (
             formatted.append(_name), _original(*args))[1])
@@ -118,7 +131,13 @@ def _session_logging_work(monkeypatch, level):
     return lookups, records, formatted
 
 
-def test_a_session_does_no_dns_and_formats_nothing_for_the_logs(monkeypatch):
+def test_a_session_does_no_dns_lookups(monkeypatch):
+    lookups, _, _ = _session_logging_work(monkeypatch, logging.DEBUG, count_formatting=False)
+    assert lookups == []
+
+
+@implementation
+def test_a_session_formats_nothing_for_the_logs_that_are_off(monkeypatch):
     lookups, records, formatted = _session_logging_work(monkeypatch, logging.WARNING)
     assert lookups == []
     assert records == []        # debug and info are off: no record built
@@ -316,6 +335,7 @@ def test_a_poll_budget_longer_than_the_deadline_stops_at_the_deadline():
         client.close()
 
 
+@implementation
 def test_a_session_compiles_no_regular_expressions(monkeypatch):
     compiled = []
     package = os.path.dirname(session_module.__file__)
@@ -346,6 +366,7 @@ def test_a_session_compiles_no_regular_expressions(monkeypatch):
     assert compiled == []
 
 
+@implementation
 def test_a_session_hands_message_content_to_the_assembler_in_buffers(monkeypatch):
     fed = []
     original = DataAssembler.feed

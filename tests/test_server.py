@@ -52,6 +52,58 @@ def test_port_zero_reports_the_real_port():
 
 
 @pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 on this machine")
+def _deliver_one(server, connect):
+    """Serve ``server`` in a thread, send one message with ``connect()``'s client."""
+    received = []
+    server.handler = lambda *message: received.append(message)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = connect()
+        client.sendmail("a@example.com", ["b@example.com"], "Subject: x\r\n\r\nbody\r\n")
+        client.quit()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    return received
+
+
+def test_a_host_port_string_is_tcp_as_for_serve(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with SMTPServer("127.0.0.1:0", lambda *message: None) as server:
+        assert server.address_family == socket.AF_INET
+        host, port = server.server_address[:2]
+        assert host == "127.0.0.1" and port > 0
+        received = _deliver_one(server, lambda: smtplib.SMTP(host, port, timeout=5))
+    assert [message[2] for message in received] == [["b@example.com"]]
+    assert os.listdir(tmp_path) == []           # no socket file named "127.0.0.1:0"
+
+
+@pytest.mark.parametrize("form", ["pathlike", "relative", "absolute"])
+def test_a_path_like_or_a_string_with_a_slash_is_a_unix_socket(tmp_path, monkeypatch, form):
+    monkeypatch.chdir(tmp_path)
+    address = {"pathlike": tmp_path / "smtpd.sock", "relative": "./smtpd.sock",
+               "absolute": str(tmp_path / "smtpd.sock")}[form]
+    path = str(tmp_path / "smtpd.sock")
+
+    def connect():
+        client = smtplib.SMTP(timeout=5)
+        client.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.sock.settimeout(5)
+        client.sock.connect(path)
+        client.file = None
+        code, _ = client.getreply()
+        assert code == 220
+        return client
+    server = SMTPServer(address, lambda *message: None)
+    assert server.address_family == socket.AF_UNIX
+    assert os.path.exists(path)
+    received = _deliver_one(server, connect)
+    assert [message[2] for message in received] == [["b@example.com"]]
+    assert not os.path.exists(path)
+
+
 def test_ipv6():
     received = []
     try:

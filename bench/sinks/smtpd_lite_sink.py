@@ -2,7 +2,7 @@
 
 The handler accepts and discards. Options the installed smtpd_lite does not
 know yet are left out (the harness probes them first with --probe).
-Usage: smtpd_lite_sink.py HOST PORT [--option NAME=JSON ...]
+Usage: smtpd_lite_sink.py HOST PORT [--waiting portable] [--option NAME=JSON ...]
        smtpd_lite_sink.py --probe NAME=JSON ...   (prints what is supported)
 """
 
@@ -39,10 +39,13 @@ def probe(options):
     print(json.dumps(report))
 
 
-def serve(host, port, options):
+def serve(host, port, options, waiting=None):
     import smtpd_lite
 
     server = smtpd_lite.SMTPServer((host, port), discard, **options)
+    if waiting == "portable":       # settimeout() waits, as on every platform
+        from smtpd_lite.connection import Timeouts
+        server.waiting = Timeouts
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
         server.serve_forever()
@@ -56,7 +59,8 @@ def main(argv):
         return
     host, port = argv[0], int(argv[1])
     pairs = [argv[i + 1] for i in range(2, len(argv) - 1, 2) if argv[i] == "--option"]
-    serve(host, port, parse_options(pairs))
+    waiting = [argv[i + 1] for i in range(2, len(argv) - 1, 2) if argv[i] == "--waiting"]
+    serve(host, port, parse_options(pairs), waiting[-1] if waiting else None)
 
 
 if __name__ == "__main__":

@@ -36,18 +36,6 @@ logger = logging.getLogger(__name__)
 
 REPLY_PATTERN = re.compile(r"[2-5][0-9][0-9][ -]")
 
-# Shown in italics, so plain words only (reST cannot nest inline markup).
-KIND_WORDS = {
-    "size": "integer, octets",
-    "count": "integer",
-    "seconds": "seconds, int or float",
-    "bool": "True or False",
-    "callable": "callable or None",
-    "tls": "ssl.SSLContext or None",
-    "mechanisms": "sequence of mechanism names",
-    "networks": "sequence of addresses or CIDR networks",
-}
-
 CLASS_TITLES = (
     ("23", "Success and intermediate replies (2xx, 3xx)"),
     ("4", "Temporary failures (4xx): the client keeps the message and retries later"),
@@ -107,10 +95,7 @@ class OptionsTable(GeneratedDirective):
         lines = [".. list-table::", "   :header-rows: 1", "   :widths: 30 14 56", "",
                  "   * - Option and flag", "     - Default", "     - Meaning"]
         for option in OPTIONS:
-            if option.kind == "choice":
-                kind = "one of " + ", ".join(escape(repr(choice)) for choice in option.choices)
-            else:
-                kind = KIND_WORDS[option.kind]
+            kind = escape(option.kind.words)
             lines += ["   * - .. _option-%s:" % option.name, "",
                       "       " + literal(option.name), "",
                       "       " + cli_flag(option),
