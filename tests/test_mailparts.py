@@ -11,8 +11,10 @@ MIXED = (b"Subject: =?utf-8?q?caf=C3=A9?=\r\n  du jour\r\n"
          b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
          b"--B\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\n"
          b"Cr\xe8me: https://example.com/menu?day=1&amp;x=2. Or mailto:chef@example.com!\r\n"
-         b"--B\r\nContent-Type: text/html\r\n\r\n<a href=\"https://example.com/h?a=1&amp;b=2\">x</a>\r\n"
-         b"--B\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; filename=\"a.txt\"\r\n"
+         b"--B\r\nContent-Type: text/html\r\n\r\n"
+         b"<a href=\"https://example.com/h?a=1&amp;b=2\">x</a>\r\n"
+         b"--B\r\nContent-Type: text/plain\r\n"
+         b"Content-Disposition: attachment; filename=\"a.txt\"\r\n"
          b"Content-Transfer-Encoding: base64\r\n\r\naGk=\r\n--B--\r\n")
 
 
