@@ -95,7 +95,7 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         self.settings = options_table.resolve(options)
         if self.settings.lmtp and issubclass(RequestHandlerClass, SMTPSession):
             RequestHandlerClass = lmtp_session_class(RequestHandlerClass)
-        self.handler = handler
+        self._handler = handler
         self.appname = appname or "smtpd"
         self.hostname = hostname or socket.gethostname()
         # It names us in the greeting, EHLO, Received and CRAM-MD5 challenges.
@@ -131,12 +131,24 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         # typeshed types TCPServer for IP addresses only; a str is a Unix path.
         super().__init__(bound, RequestHandlerClass, bind_and_activate)  # type: ignore[arg-type]
 
+    @property
+    def handler(self) -> callbacks.Handler:
+        """The message handler; a new one applies to the sessions that start after."""
+        return self._handler
+
+    @handler.setter
+    def handler(self, handler: callbacks.Handler) -> None:
+        if not callable(handler):
+            raise TypeError("handler must be callable")
+        self._handler = handler
+        self.session_context = self._new_session_context()
+
     def _new_session_context(self) -> SessionContext:
         settings = self.settings
         # The mail and rcpt checks get keyword extras by the handler's rule.
         return SessionContext(
             settings=settings, hostname=self.hostname, appname=self.appname,
-            handler=self.handler, handler_extras=callbacks.accepted_extras(self.handler),
+            handler=self._handler, handler_extras=callbacks.accepted_extras(self._handler),
             mail_extras=_accepted_extras(settings.mail_handler),
             rcpt_extras=_accepted_extras(settings.rcpt_handler),
             trusted_networks=self.trusted_networks, watchdog=self.watchdog,
