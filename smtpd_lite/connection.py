@@ -28,6 +28,8 @@ import sys
 import time
 from typing import Callable
 
+from . import gil
+
 RECV_SIZE = 65536
 
 # On Linux a blocking socket with SO_RCVTIMEO gives the same bounded waits as
@@ -344,7 +346,9 @@ class Connection:
             return
         if self._kernel_timeouts:       # one send, as sendall, when the socket takes it all
             try:
-                sent = self.sock.send(data, _DONTWAIT)
+                # Without a GIL hand-off where it can: this send never waits.
+                sent = gil.send_nowait(self.sock, data) if gil.AVAILABLE \
+                    else self.sock.send(data, _DONTWAIT)
             except BlockingIOError:
                 sent = 0
             except OSError as error:
