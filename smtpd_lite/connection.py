@@ -282,6 +282,8 @@ class Connection:
         if self.buffer:
             return True
         if self._kernel_timeouts and _PEEK:
+            if gil.AVAILABLE:       # the same peek, without a GIL hand-off
+                return gil.has_input(self.sock)
             try:
                 return bool(self.sock.recv(1, _PEEK))
             except OSError:         # BlockingIOError: nothing there
