@@ -69,7 +69,7 @@ class KernelTimeouts(Timeouts):
 
     def send(self, data: bytes, deadline: float | None) -> None:
         try:                # one send, as sendall, when the socket takes it all
-            sent = self.sock.send(data, _DONTWAIT)
+            sent = self.send_nowait(data)
         except BlockingIOError:
             sent = 0
         except OSError as error:

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Tuple, Union
 
-from . import affinity, callbacks, extensions, grammar, kernel_timeouts, spin
+from . import affinity, callbacks, extensions, gil, grammar, spin
 from . import options as options_table
 from .context import Registry, SessionContext
 from .lmtp import lmtp_session_class
@@ -112,7 +112,7 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         self._dual_stack = False
         # How each session's socket waits for its client, chosen once here.
         self.waiting = (spin.waiting(self.settings.busy_poll, self._registry.has_one_connection)
-                        or kernel_timeouts.for_socket)
+                        or gil.for_socket)
         self.session_context = self._new_session_context()
         bound: str | tuple[str, int]
         unix_path = _unix_path(server_address)
@@ -217,6 +217,14 @@ class SMTPServer(socketserver.ThreadingTCPServer):
         # keep the descriptor open; sessions use none, so close() alone sends
         # the FIN, and saves a system call (a GIL hand-off) per connection.
         self.close_request(request)
+
+    def close_request(self, request: Any) -> None:
+        # Closing a plain socket never waits (nothing here sets SO_LINGER):
+        # without a GIL hand-off where it can.
+        if gil.AVAILABLE and type(request) is socket.socket:
+            gil.close(request)
+        else:
+            request.close()
 
     def refuse(self, request: socket.socket, reply: str) -> None:
         """Send one reply without blocking, then close (no thread needed).

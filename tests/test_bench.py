@@ -83,3 +83,27 @@ def test_report_sets_the_c_and_workers_targets_against_two_bare_processes():
     assert "reach 2.50× (5000 msg/s)" in note
     del summary["c"]["bare-2"]
     assert report._c_and_workers_note(summary) == []
+
+
+def _entry(**median):
+    return {"median": median, "errors": 0, "failed": [], "missing": 0, "samples": []}
+
+
+def test_report_checks_cpu_against_the_python_peers_and_workers_against_go():
+    summary = {
+        "b": {"lite": _entry(cpu_us_per_msg=150.0), "stdlib": _entry(cpu_us_per_msg=200.0),
+              "aiosmtpd": _entry(cpu_us_per_msg=400.0)},
+        "c": {"lite": _entry(cpu_us_per_msg=300.0), "aiosmtpd": _entry(cpu_us_per_msg=500.0,
+                                                                       msg_per_s=1000.0),
+              "stdlib": dict(_entry(cpu_us_per_msg=100.0), errors=3),
+              "lite-w2": _entry(msg_per_s=3900.0)},
+    }
+    rows = {target: (measured, verdict)
+            for target, measured, verdict in report.evaluate_targets(summary, [])}
+    assert rows["b: smtpd_lite server CPU µs/msg ≤ stdlib smtpd's"] == ("0.75× stdlib's", "PASS")
+    # stdlib did not complete c: no CPU target against it there.
+    assert "c: smtpd_lite server CPU µs/msg ≤ stdlib smtpd's" not in rows
+    assert rows["c: smtpd_lite server CPU µs/msg ≤ 0.5× aiosmtpd's"] == ("0.60×", "FAIL")
+    assert rows["c: smtpd_lite CLI --workers 2 msg/s ≥ 3.8× aiosmtpd"] == ("3.90×", "PASS")
+    go, = [row for target, row in rows.items() if target.startswith("c: Go mhale/smtpd")]
+    assert go == ("5.10×", "reference")
