@@ -34,6 +34,7 @@ from typing import IO, Any, Dict, Iterable, Sequence, TypeVar
 from . import delivery, grammar, replies, signals
 from .callbacks import Peer, accepted_extras, call_check
 from .envelope import Recipient
+from .lmtp import LMTPSession
 from .replies import SMTPError
 from .server import SMTPServer as _SMTPServer
 from .session import SMTPSession
@@ -455,6 +456,10 @@ def _stdlib_data(data: bytes, decode: bool) -> bytes | str:
         raise SMTPError(554, "Error: message is not valid UTF-8", "5.6.0") from None
 
 
+def _lhlo(channel: SMTPChannel, arg: str) -> None:
+    channel._greeting("EHLO", arg)
+
+
 class _Accepting(socketserver.BaseRequestHandler):
     """Per connection: the compat server's ``handle_accepted``, then the channel it made."""
 
@@ -533,8 +538,13 @@ class SMTPServer:
 
     def handle_accepted(self, conn: socket.socket, addr: Any) -> None:
         """A client connected: create its channel (run once this returns, in its thread)."""
-        self.channel_class(self, conn, addr, self.data_size_limit, self._map,
-                           self.enable_SMTPUTF8, self._decode_data)
+        channel_class = self.channel_class
+        if self.server.settings.lmtp:
+            # LMTP's rules first (HELO and EHLO refused); LHLO greets as EHLO does here.
+            channel_class = type("LMTP" + channel_class.__name__, (LMTPSession, channel_class),
+                                 {"smtp_LHLO": _lhlo})
+        channel_class(self, conn, addr, self.data_size_limit, self._map,
+                      self.enable_SMTPUTF8, self._decode_data)
 
     def process_message(self, peer: tuple[Any, ...], mailfrom: str, rcpttos: list[str],
                         data: bytes | str, **kwargs: Any) -> str | None:

@@ -235,6 +235,24 @@ def test_stdlib_conventions_for_bytes(serve):
                       "rcpt_options": []}
 
 
+def test_lmtp_option_gives_lhlo_and_a_reply_per_recipient(serve):
+    server = serve(Recorder, lmtp=True)
+    with smtplib.LMTP(*server.addr, timeout=10) as client:
+        assert client.docmd("HELO", "client.example")[0] == 500    # not LMTP's greeting
+        assert client.docmd("EHLO", "client.example")[0] == 500
+        assert client.ehlo("client.example")[0] == 250              # smtplib sends LHLO
+        client.mail("a@example.com")
+        for recipient in ("b@example.com", "c@example.com"):
+            assert client.rcpt(recipient)[0] == 250
+        client.putcmd("DATA")
+        assert client.getreply()[0] == 354
+        client.send(b"Subject: s\r\n\r\nbody\r\n.\r\n")
+        # One reply per accepted recipient (RFC 2033 section 4.2).
+        assert [client.getreply()[0] for _ in range(2)] == [250, 250]
+    (_, _, rcpttos, _, _), = server.calls
+    assert rcpttos == ["b@example.com", "c@example.com"]
+
+
 def test_no_received_header_unless_asked(serve):
     plain = serve(Recorder)
     traced = serve(Recorder, received_header=True)
