@@ -53,9 +53,9 @@ class Count(Kind[int]):
     words = "integer"
 
     def check(self, name: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError("%s must be an integer >= 0, not %r" % (name, value))
-        return value
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        raise ValueError("%s must be an integer >= 0, not %r" % (name, value))
 
     cli_type = staticmethod(int)        # type: ignore[assignment]
 
@@ -68,9 +68,9 @@ class Seconds(Kind[float]):
     words = "seconds, int or float"
 
     def check(self, name: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError("%s must be a number of seconds >= 0, not %r" % (name, value))
-        return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            return value
+        raise ValueError("%s must be a number of seconds >= 0, not %r" % (name, value))
 
     cli_type = staticmethod(float)      # type: ignore[assignment]
 

@@ -237,7 +237,8 @@ def test_stdlib_conventions_for_bytes(serve):
 
 def test_lmtp_option_gives_lhlo_and_a_reply_per_recipient(serve):
     server = serve(Recorder, lmtp=True)
-    with smtplib.LMTP(*server.addr, timeout=10) as client:
+    with smtplib.LMTP(*server.addr) as client:     # no timeout argument before 3.9
+        client.sock.settimeout(10)
         assert client.docmd("HELO", "client.example")[0] == 500    # not LMTP's greeting
         assert client.docmd("EHLO", "client.example")[0] == 500
         assert client.ehlo("client.example")[0] == 250              # smtplib sends LHLO
