@@ -121,7 +121,7 @@ def test_workers_share_load_restart_and_drain(tmp_path):
         in_flight = []
         started = tmp_path / "deliveries.started"
         # Until both workers have a message in the handler (bounded).
-        while len(set(_lines(started))) < 2 and len(in_flight) < 12:
+        while len(set(_lines(started))) < 2 and len(in_flight) < 40:
             thread = threading.Thread(target=send_slow, args=(len(in_flight),))
             thread.start()
             in_flight.append(thread)
