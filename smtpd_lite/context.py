@@ -28,7 +28,6 @@ from .connection import Connection, Waiting
 from .envelope import Client, Envelope, peer_address
 from .extensions import Offer
 from .options import Settings
-from .proxy import Network
 from .watchdog import Watchdog
 
 
@@ -53,7 +52,6 @@ class SessionContext(NamedTuple):
     handler_extras: frozenset[str]      # the keyword extras each callback accepts
     mail_extras: frozenset[str]
     rcpt_extras: frozenset[str]
-    trusted_networks: tuple[Network, ...]   # who may send a PROXY header
     watchdog: Watchdog                  # answers for a handler past handler_timeout
     registry: Registry
     offer: Offer                        # the extensions and what they allow

@@ -103,7 +103,6 @@ class SMTPServer(socketserver.ThreadingTCPServer):
             raise ValueError("hostname %r is not one word of printable ASCII (no spaces, "
                              "quotes, parentheses, ';' or '<>')" % (self.hostname,))
         self.request_queue_size = self.settings.request_queue_size
-        self.trusted_networks = self.settings.trusted_proxies     # parsed by the table
         self.watchdog = Watchdog()
         self._pool = ThreadPool("smtpd_lite session", self.spare_threads,
                                 self.spare_thread_timeout)
@@ -151,7 +150,7 @@ class SMTPServer(socketserver.ThreadingTCPServer):
             handler=self._handler, handler_extras=callbacks.accepted_extras(self._handler),
             mail_extras=_accepted_extras(settings.mail_handler),
             rcpt_extras=_accepted_extras(settings.rcpt_handler),
-            trusted_networks=self.trusted_networks, watchdog=self.watchdog,
+            watchdog=self.watchdog,
             registry=self._registry, offer=extensions.offered(settings),
             waiting=self.waiting)
 

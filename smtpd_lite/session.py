@@ -140,7 +140,7 @@ class SMTPSession(AuthCommand, MessageContent, socketserver.StreamRequestHandler
         client cannot claim another address.
         """
         connected_from = _format_peer(self.client.peer)
-        if not proxy.is_trusted(self.client.peer[0], self.context.trusted_networks):
+        if not proxy.is_trusted(self.client.peer[0], self.settings.trusted_proxies):
             logger.warning("%s: not a trusted proxy; closing", connected_from)
             return False
         self.conn.start_deadline()
