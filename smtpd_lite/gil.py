@@ -126,7 +126,5 @@ class KernelTimeoutsKeepingTheGIL(kernel_timeouts.KernelTimeouts):
 
 def for_socket(sock: socket.socket) -> Timeouts:
     """The strategy for a new client socket: this one where the kernel's timeouts work."""
-    strategy = kernel_timeouts.for_socket(sock)
-    if AVAILABLE and type(strategy) is kernel_timeouts.KernelTimeouts:
-        return KernelTimeoutsKeepingTheGIL(sock)
-    return strategy
+    return kernel_timeouts.for_socket(
+        sock, KernelTimeoutsKeepingTheGIL if AVAILABLE else kernel_timeouts.KernelTimeouts)

@@ -103,8 +103,8 @@ class KernelTimeouts(Timeouts):
             self._receive_wait = None
 
 
-def for_socket(sock: socket.socket) -> Timeouts:
-    """The strategy for a new client socket: kernel timeouts where they work."""
+def for_socket(sock: socket.socket, kind: type[KernelTimeouts] = KernelTimeouts) -> Timeouts:
+    """The strategy for a new client socket: ``kind`` where kernel timeouts work."""
     if AVAILABLE and not isinstance(sock, ssl.SSLSocket):
-        return KernelTimeouts(sock)
+        return kind(sock)
     return Timeouts(sock)
